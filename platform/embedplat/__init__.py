@@ -1,0 +1,5 @@
+"""embedplat: keep embeddings inside PostgreSQL."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,135 @@
+"""Collections: create, list, look up, drop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
+from embedplat.errors import CollectionExistsError, CollectionNotFoundError, InvalidInputError
+
+Connection = psycopg.Connection[Any]
+
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """A collection's configuration."""
+
+    id: int
+    name: str
+    model_name: str
+    chunk_tokens: int
+    chunk_overlap: int
+    active_model_id: int | None
+    index_options: dict[str, Any]
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the shape of `embedplat collection list --json`)."""
+        return {
+            "name": self.name,
+            "model": self.model_name,
+            "chunk_tokens": self.chunk_tokens,
+            "chunk_overlap": self.chunk_overlap,
+            "index_options": self.index_options,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+_SELECT = """
+SELECT id, name, model_name, chunk_tokens, chunk_overlap, active_model_id, index_options,
+       created_at
+FROM embedplat.collections
+"""
+
+
+def validate_collection_name(name: str) -> str:
+    """Names are free text (they are always passed as values, never spliced into SQL)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("a collection name must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInputError(f"a collection name may have at most {MAX_NAME_LENGTH} characters")
+    if "\x00" in name:
+        raise InvalidInputError("a collection name may not contain NUL characters")
+    return name
+
+
+def validate_chunking(chunk_tokens: int, chunk_overlap: int) -> None:
+    """Reject chunk sizes the chunker cannot honour, before anything is stored."""
+    if chunk_tokens < 8 or chunk_tokens > 8192:
+        raise InvalidInputError(f"--chunk-tokens must be between 8 and 8192, got {chunk_tokens}")
+    if chunk_overlap < 0 or chunk_overlap >= chunk_tokens:
+        raise InvalidInputError(
+            f"--chunk-overlap must be at least 0 and below --chunk-tokens ({chunk_tokens}), "
+            f"got {chunk_overlap}"
+        )
+
+
+def create_collection(
+    conn: Connection,
+    name: str,
+    *,
+    model: str = DEFAULT_MODEL,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+    exist_ok: bool = False,
+) -> CollectionInfo:
+    """Create a collection; with ``exist_ok`` return the existing one instead of failing."""
+    validate_collection_name(name)
+    validate_chunking(chunk_tokens, chunk_overlap)
+    if not model or not model.strip():
+        raise InvalidInputError("--model must name an embedding model")
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "INSERT INTO embedplat.collections (name, model_name, chunk_tokens, chunk_overlap) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+            (name, model, chunk_tokens, chunk_overlap),
+        )
+        created = cur.fetchone() is not None
+    if not created and not exist_ok:
+        raise CollectionExistsError(
+            f"collection {name!r} already exists; drop it first or pick another name"
+        )
+    return get_collection(conn, name)
+
+
+def get_collection(conn: Connection, name: str) -> CollectionInfo:
+    """The collection called ``name``; :class:`CollectionNotFoundError` if there is none."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_SELECT + "WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise CollectionNotFoundError(
+            f"no collection named {name!r}; see `embedplat collection list`"
+        )
+    return CollectionInfo(**row)
+
+
+def list_collections(conn: Connection) -> list[CollectionInfo]:
+    """All collections, by name."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_SELECT + "ORDER BY name").fetchall()
+    return [CollectionInfo(**row) for row in rows]
+
+
+def drop_collection(conn: Connection, name: str) -> None:
+    """Delete a collection with its records, chunks, embeddings and queued work."""
+    info = get_collection(conn, name)
+    # Partial ANN indexes name the collection id in their predicate; drop them with it.
+    rows = conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'embedplat' "
+        "AND indexname LIKE %s",
+        (f"ix_embeddings_ann_c{info.id}_%",),
+    ).fetchall()
+    for (index_name,) in rows:
+        conn.execute(
+            psycopg.sql.SQL("DROP INDEX IF EXISTS embedplat.{}").format(
+                psycopg.sql.Identifier(index_name)
+            )
+        )
+    conn.execute("DELETE FROM embedplat.collections WHERE id = %s", (info.id,))

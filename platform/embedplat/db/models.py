@@ -1,0 +1,235 @@
+"""Typed SQLAlchemy 2.0 models of schema ``embedplat``.
+
+They match the Alembic migrations exactly (a test runs autogenerate and expects no difference).
+Hashes are computed by the database (``embedplat.text_sha256``), so rows written by plain SQL
+get them too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA = "embedplat"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base bound to schema ``embedplat``."""
+
+    metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class EmbeddingModel(Base):
+    """A model vectors were computed with. Vectors of two models are never compared."""
+
+    __tablename__ = "embedding_models"
+    __table_args__ = (
+        UniqueConstraint("name", "fingerprint"),
+        CheckConstraint("dimensions > 0", name="dimensions_positive"),
+        CheckConstraint("distance IN ('cosine', 'l2', 'ip')", name="distance_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    dimensions: Mapped[int] = mapped_column(Integer, nullable=False)
+    normalized: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    distance: Mapped[str] = mapped_column(Text, nullable=False, server_default="cosine")
+    fingerprint: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class Collection(Base):
+    """A named group of records with one chunking configuration and one active model."""
+
+    __tablename__ = "collections"
+    __table_args__ = (
+        UniqueConstraint("name"),
+        CheckConstraint("length(name) BETWEEN 1 AND 200", name="name_length"),
+        CheckConstraint("chunk_tokens > 0", name="chunk_tokens_positive"),
+        CheckConstraint(
+            "chunk_overlap >= 0 AND chunk_overlap < chunk_tokens", name="chunk_overlap_range"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    # The model new embeddings are computed with (a name the embedder registry resolves).
+    model_name: Mapped[str] = mapped_column(Text, nullable=False)
+    chunk_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    chunk_overlap: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Set when the first vector is stored: the exact model (name + fingerprint) searches use.
+    active_model_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("embedding_models.id", ondelete="RESTRICT"), nullable=True
+    )
+    # A second model being back-filled before a switch; searches keep using the active one.
+    backfill_model_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("embedding_models.id", ondelete="RESTRICT"), nullable=True
+    )
+    # ANN index parameters, e.g. {"method": "hnsw", "m": 16, "ef_construction": 64}.
+    index_options: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = _now()
+
+    active_model: Mapped[EmbeddingModel | None] = relationship(foreign_keys=[active_model_id])
+
+
+class Record(Base):
+    """A source record. ``content_hash`` is computed by the database from ``content``."""
+
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "external_id"),
+        # The sync engine's work list: records whose content changed since they were chunked.
+        Index(
+            "ix_records_stale",
+            "collection_id",
+            "id",
+            postgresql_where=text("chunked_hash IS DISTINCT FROM content_hash"),
+        ),
+        Index("ix_records_metadata", "metadata", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    content_hash: Mapped[bytes] = mapped_column(
+        LargeBinary, Computed("embedplat.text_sha256(content)", persisted=True)
+    )
+    # The content hash the current chunks were cut from; NULL until first chunked.
+    chunked_hash: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    chunk_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    chunk_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    # When the content last changed: the age of the oldest stale change is the queue lag.
+    content_changed_at: Mapped[datetime] = _now()
+
+
+class Chunk(Base):
+    """A piece of a record's content. Unchanged text keeps its row (and embedding) across edits."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (
+        Index("ix_chunks_record_id_ordinal", "record_id", "ordinal"),
+        Index("ix_chunks_collection_id", "collection_id"),
+        CheckConstraint("char_start >= 0 AND char_end >= char_start", name="span_valid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    record_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("records.id", ondelete="CASCADE"), nullable=False
+    )
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    ordinal: Mapped[int] = mapped_column(Integer, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    char_start: Mapped[int] = mapped_column(Integer, nullable=False)
+    char_end: Mapped[int] = mapped_column(Integer, nullable=False)
+    token_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    text_hash: Mapped[bytes] = mapped_column(
+        LargeBinary, Computed("embedplat.text_sha256(content)", persisted=True)
+    )
+    created_at: Mapped[datetime] = _now()
+
+
+class Embedding(Base):
+    """The vector of one chunk under one model, with the chunk hash it was computed from.
+
+    ``embedding`` has no fixed dimension so one column serves every model; ANN indexes are
+    per (collection, model) on ``(embedding::vector(N))`` with a matching partial predicate.
+    """
+
+    __tablename__ = "embeddings"
+    __table_args__ = (Index("ix_embeddings_collection_id_model_id", "collection_id", "model_id"),)
+
+    chunk_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("embedding_models.id", ondelete="RESTRICT"), primary_key=True
+    )
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    record_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("records.id", ondelete="CASCADE"), nullable=False
+    )
+    text_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    embedding: Mapped[Any] = mapped_column(VECTOR(), nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class EmbeddingJob(Base):
+    """A chunk that needs a vector for its collection's model.
+
+    Claimed with ``FOR UPDATE SKIP LOCKED`` and a lease; failures count attempts, back off via
+    ``available_at`` and park as ``state = 'failed'`` with the last error.
+    """
+
+    __tablename__ = "embedding_queue"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'failed')", name="state_known"),
+        Index(
+            "ix_embedding_queue_claimable",
+            "collection_id",
+            "available_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+    chunk_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True
+    )
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    # The chunk hash the job was created for; a result for another hash is not stored.
+    text_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    available_at: Mapped[datetime] = _now()
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    leased_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    enqueued_at: Mapped[datetime] = _now()

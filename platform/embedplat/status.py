@@ -1,0 +1,104 @@
+"""Per-collection counts for `embedplat status` and ``Platform.status()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+# One row per collection. `stale` counts chunks waiting for a vector plus records whose content
+# changed since they were chunked (their chunks are not even known yet); `failed` counts work
+# parked after too many attempts.
+_STATUS = """
+SELECT c.name,
+       c.model_name AS model,
+       m.name AS active_model,
+       m.dimensions AS dimensions,
+       (SELECT count(*) FROM embedplat.records r WHERE r.collection_id = c.id) AS records,
+       (SELECT count(*) FROM embedplat.chunks ch WHERE ch.collection_id = c.id) AS chunks,
+       (SELECT count(*)
+          FROM embedplat.embeddings e
+          JOIN embedplat.chunks ch ON ch.id = e.chunk_id
+         WHERE e.collection_id = c.id AND e.model_id = c.active_model_id
+           AND e.text_hash = ch.text_hash) AS embedded,
+       (SELECT count(*) FROM embedplat.embedding_queue q
+         WHERE q.collection_id = c.id AND q.state = 'pending') AS pending_chunks,
+       (SELECT count(*) FROM embedplat.records r
+         WHERE r.collection_id = c.id AND r.chunked_hash IS DISTINCT FROM r.content_hash
+           AND r.chunk_error IS NULL) AS pending_records,
+       (SELECT count(*) FROM embedplat.embedding_queue q
+         WHERE q.collection_id = c.id AND q.state = 'failed')
+       + (SELECT count(*) FROM embedplat.records r
+         WHERE r.collection_id = c.id AND r.chunked_hash IS DISTINCT FROM r.content_hash
+           AND r.chunk_error IS NOT NULL) AS failed,
+       LEAST(
+         (SELECT min(r.content_changed_at) FROM embedplat.records r
+           WHERE r.collection_id = c.id AND r.chunked_hash IS DISTINCT FROM r.content_hash
+             AND r.chunk_error IS NULL),
+         (SELECT min(q.enqueued_at) FROM embedplat.embedding_queue q
+           WHERE q.collection_id = c.id AND q.state = 'pending')
+       ) AS oldest_stale_change,
+       now() AS checked_at
+FROM embedplat.collections c
+LEFT JOIN embedplat.embedding_models m ON m.id = c.active_model_id
+ORDER BY c.name
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionStatus:
+    """Counts for one collection."""
+
+    name: str
+    model: str
+    active_model: str | None
+    dimensions: int | None
+    records: int
+    chunks: int
+    embedded: int
+    pending_chunks: int
+    pending_records: int
+    failed: int
+    oldest_stale_change: datetime | None
+    checked_at: datetime
+
+    @property
+    def stale(self) -> int:
+        """Work still to do: chunks without a current vector plus records not yet chunked."""
+        return self.pending_chunks + self.pending_records
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """Age of the oldest change not yet embedded (None when nothing is pending)."""
+        if self.oldest_stale_change is None:
+            return None
+        return max(0.0, (self.checked_at - self.oldest_stale_change).total_seconds())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON contract of `embedplat status --json` (fields may be added, not renamed)."""
+        return {
+            "name": self.name,
+            "model": self.model,
+            "records": self.records,
+            "chunks": self.chunks,
+            "embedded": self.embedded,
+            "stale": self.stale,
+            "failed": self.failed,
+            "pending_chunks": self.pending_chunks,
+            "pending_records": self.pending_records,
+            "dimensions": self.dimensions,
+            "oldest_stale_change": (
+                self.oldest_stale_change.isoformat() if self.oldest_stale_change else None
+            ),
+            "lag_seconds": self.lag_seconds,
+        }
+
+
+def collection_status(conn: psycopg.Connection[Any]) -> list[CollectionStatus]:
+    """Counts for every collection."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_STATUS).fetchall()
+    return [CollectionStatus(**row) for row in rows]

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -18,11 +19,22 @@ from embedplat.config import (
     Settings,
 )
 from embedplat.db import migrate
-from embedplat.db.connection import check_database, libpq_url, resolve_database_url
+from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
+from embedplat.embedders import Embedder, load_embedder
 from embedplat.errors import CollectionNotFoundError, SchemaNotReadyError
 from embedplat.ingest import RecordInput, records_from_dicts
 from embedplat.status import CollectionStatus, collection_status
+from embedplat.search import SearchHit, check_query_model, search_vector
 from embedplat.store import IngestResult, OnError, upsert_records
+from embedplat.sync import (
+    Progress,
+    ReconcileReport,
+    SyncOptions,
+    SyncReport,
+    reconcile,
+    retry_failed,
+)
+from embedplat.sync import sync as run_sync
 
 Connection = psycopg.Connection[Any]
 
@@ -166,6 +178,89 @@ class Platform:
             return _collections.get_collection(conn, name)
         except CollectionNotFoundError:
             return _collections.create_collection(conn, name, exist_ok=True)
+
+    # -- sync -------------------------------------------------------------------------------
+
+    def embedder(self, model: str) -> Embedder:
+        """The embedder for ``model`` (loaded once per process)."""
+        return load_embedder(model, device=self.settings.device, batch_size=self.settings.batch_size)
+
+    def new_connection(self) -> Connection:
+        """A dedicated (non-pooled) connection, for long-running work such as sync."""
+        return connect(self.url)
+
+    def sync_options(self, **overrides: Any) -> SyncOptions:
+        """Sync options from settings, with ``overrides``."""
+        values: dict[str, Any] = {
+            "batch_size": self.settings.batch_size,
+            "lease_seconds": self.settings.lease_seconds,
+            "max_attempts": self.settings.max_attempts,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return SyncOptions(**values)
+
+    def sync(
+        self,
+        collection: str | None = None,
+        *,
+        options: SyncOptions | None = None,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Chunk and embed everything stale (in one collection, or in all of them)."""
+        return run_sync(
+            self.new_connection,
+            self.embedder,
+            collection,
+            options or self.sync_options(),
+            progress,
+        )
+
+    def retry_failed(self, collection: str | None = None) -> int:
+        """Re-queue parked work; returns how many items were re-queued."""
+        with self.connection() as conn:
+            cid = _collections.get_collection(conn, collection).id if collection else None
+            return retry_failed(conn, cid)
+
+    def reconcile(self, collection: str | None = None) -> ReconcileReport:
+        """Find and repair drift the fast path cannot see (see :func:`embedplat.sync.reconcile`)."""
+        with self.connection() as conn:
+            cid = _collections.get_collection(conn, collection).id if collection else None
+            return reconcile(conn, cid)
+
+    # -- search -----------------------------------------------------------------------------
+
+    def search(
+        self,
+        collection: str,
+        query: str | Sequence[float] | np.ndarray,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` records nearest to ``query`` (a text, or a vector of the collection's model)."""
+        if isinstance(query, str):
+            return self.search_many(collection, [query], k=k, filter=filter)[0]
+        with self.connection() as conn:
+            return search_vector(conn, collection, query, k=k, filter=filter)
+
+    def search_many(
+        self,
+        collection: str,
+        queries: Sequence[str],
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[list[SearchHit]]:
+        """Search several query texts, embedding them in one model call."""
+        with self.connection() as conn:
+            info = _collections.get_collection(conn, collection)
+        embedder = self.embedder(info.model_name)
+        with self.connection() as conn:
+            check_query_model(conn, collection, embedder)
+        vectors = embedder.embed(list(queries))
+        results = []
+        with self.connection() as conn:
+            for vector in vectors:
+                results.append(search_vector(conn, collection, vector, k=k, filter=filter))
+        return results
 
     # -- status -----------------------------------------------------------------------------
 

@@ -370,6 +370,195 @@ def _counter(unit: str, *, enabled: bool) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
+# -- sync -------------------------------------------------------------------------------------
+
+
+class _SyncBar:
+    """Rich progress bars for records chunked and chunks embedded, with rate and ETA."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskID,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._records: TaskID | None = None
+        self._chunks: TaskID | None = None
+
+    def __enter__(self) -> _SyncBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, collection: str, records: int, chunks: int) -> None:
+        self._records = self._progress.add_task(f"{collection}: chunk records", total=records, rate="")
+        self._chunks = self._progress.add_task(f"{collection}: embed chunks", total=chunks, rate="")
+
+    def chunked(self, records: int, new_chunks: int) -> None:
+        if self._records is None or self._chunks is None:
+            return
+        self._progress.advance(self._records, records)
+        task = self._progress.tasks[self._chunks]
+        self._progress.update(self._chunks, total=(task.total or 0) + new_chunks)
+
+    def embedded(self, chunks: int) -> None:
+        if self._chunks is None:
+            return
+        self._progress.advance(self._chunks, chunks)
+        speed = self._progress.tasks[self._chunks].speed
+        self._progress.update(self._chunks, rate=f"{speed:,.0f}/s" if speed else "")
+
+
+@app.command()
+def sync(
+    collection: Annotated[str | None, typer.Argument(help="Collection (default: all).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Texts per model call (default EMBEDPLAT_BATCH_SIZE or 64).")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Re-queue parked failures first.")
+    ] = False,
+    reconcile: Annotated[
+        bool, typer.Option("--reconcile", help="Find and repair drift before syncing.")
+    ] = False,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Do not build the ANN index afterwards.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Chunk changed records and embed chunks that lack a current vector."""
+
+    def go() -> None:
+        if batch_size is not None and batch_size < 1:
+            raise typer.BadParameter("--batch-size must be at least 1")
+        with _platform() as platform:
+            extra: dict[str, Any] = {}
+            if retry_failed:
+                extra["requeued"] = platform.retry_failed(collection)
+            if reconcile:
+                extra["reconcile"] = platform.reconcile(collection).to_json()
+            options = platform.sync_options(batch_size=batch_size, build_index=not no_index)
+            if json_out or not sys.stderr.isatty():
+                report = platform.sync(collection, options=options)
+            else:
+                with _SyncBar() as bar:
+                    report = platform.sync(collection, options=options, progress=bar)
+        if json_out:
+            _print_json({**report.to_json(), **extra})
+            return
+        for key, value in extra.items():
+            typer.echo(f"{key}: {value}")
+        typer.echo(
+            f"chunked {report.records_chunked} records, embedded {report.chunks_embedded} chunks, "
+            f"{report.chunks_failed} failed ({report.chunks_parked} parked) "
+            f"in {report.seconds:.1f}s"
+        )
+        for name in report.indexes_built:
+            typer.echo(f"built index {name}")
+
+    _run(go)
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+@app.command()
+def search(
+    collection: str,
+    query: Annotated[list[str] | None, typer.Argument(help="Query text (words are joined).")] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option("--queries", help="JSON Lines file of {\"text\", \"id\"?} queries."),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="Records per query.")] = 10,
+    filter_json: Annotated[
+        str | None, typer.Option("--filter", help='Metadata filter, e.g. \'{"topic": "sport"}\'.')
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Find the records nearest to a query text (or to each query of a file)."""
+
+    def go() -> None:
+        from embedplat.errors import InvalidInputError
+
+        batch = _load_queries(query, queries)
+        filter_value: dict[str, Any] | None = None
+        if filter_json:
+            try:
+                filter_value = json.loads(filter_json)
+            except ValueError as exc:
+                raise InvalidInputError(f"--filter is not valid JSON: {exc}") from None
+            if not isinstance(filter_value, dict):
+                raise InvalidInputError("--filter must be a JSON object")
+        if k < 1:
+            raise InvalidInputError("-k must be at least 1")
+        with _platform() as platform:
+            results = platform.search_many(
+                collection, [text for _, text in batch], k=k, filter=filter_value
+            )
+        for (query_id, text), hits in zip(batch, results, strict=True):
+            if json_out:
+                _print_json(
+                    {"query_id": query_id, "query": text, "hits": [h.to_json() for h in hits]}
+                )
+                continue
+            typer.echo(f"# {text}")
+            if not hits:
+                typer.echo("  (no results)")
+            for rank, hit in enumerate(hits, 1):
+                snippet = " ".join(hit.chunk.split())[:100]
+                typer.echo(f"{rank:>3}. {hit.score:.3f}  {hit.id}  {snippet}")
+
+    _run(go)
+
+
+def _load_queries(words: list[str] | None, path: Path | None) -> list[tuple[Any, str]]:
+    from embedplat.errors import InvalidInputError
+
+    if words and path:
+        raise InvalidInputError("give a query text or --queries FILE, not both")
+    if words:
+        return [(0, " ".join(words))]
+    if path is None:
+        raise InvalidInputError("give a query text or --queries FILE.jsonl")
+    batch: list[tuple[Any, str]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise InvalidInputError(f"{path}:{number}: not valid JSON ({exc})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+            raise InvalidInputError(f'{path}:{number}: expected an object with a "text" string')
+        batch.append((obj.get("id", len(batch)), obj["text"]))
+    if not batch:
+        raise InvalidInputError(f"{path}: no queries")
+    return batch
+
+
 # -- status -----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,733 @@
+"""The sync engine: chunk records whose content changed, embed chunks that lack a vector.
+
+Two stages, both driven by state in the database, so any number of processes (CLI syncs,
+Celery workers) can run them at once and split the work:
+
+1. **Chunking.** Records whose database-computed ``content_hash`` differs from
+   ``chunked_hash`` are locked with ``FOR UPDATE SKIP LOCKED`` and re-chunked inside one short
+   transaction. New chunks are matched to the old ones by text hash: unchanged text keeps its
+   row, id and embedding; removed text is deleted (with its vectors); new text is inserted and
+   queued for embedding. A killed process rolls back and leaves the record stale.
+2. **Embedding.** Queue rows are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease
+   (``leased_until``/``leased_by``), committed at once so no transaction stays open during the
+   model call. Results are written with compare-and-set: the queue row is deleted only if it
+   still carries the same text hash *and* our lease, and only then is the vector stored. A
+   chunk whose text changed meanwhile (or whose lease was taken over) keeps its pending work.
+
+Failures are isolated by bisecting the failing batch down to single items; each failing item
+counts an attempt, backs off exponentially, and after ``max_attempts`` is parked as
+``failed`` with its error (visible in `embedplat status` and ``embedplat.failed_work``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from embedplat.chunking import Chunk, chunk_text
+from embedplat.collections import CollectionInfo, get_collection, list_collections
+from embedplat.embedders import Embedder
+from embedplat.errors import ModelMismatchError
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[Any]
+EmbedderFactory = Callable[[str], Embedder]
+
+DEFAULT_RECORD_BATCH = 256
+BACKOFF_BASE_S = 5.0
+BACKOFF_MAX_S = 3600.0
+ERROR_TEXT_LIMIT = 2000
+
+
+def default_worker_id() -> str:
+    """host:pid:random — names the lease holder in the queue."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Knobs of one sync run."""
+
+    batch_size: int = 64
+    lease_seconds: int = 300
+    max_attempts: int = 5
+    record_batch: int = DEFAULT_RECORD_BATCH
+    # Chunks claimed per round, as a multiple of batch_size: the model sorts a claim by length
+    # before batching, so bigger claims waste less padding.
+    claim_factor: int = 4
+    worker_id: str = field(default_factory=default_worker_id)
+    build_index: bool = True
+    # Stop after this many claimed rounds (None: until no work is left). Celery tasks use 1.
+    max_rounds: int | None = None
+
+
+@dataclass
+class SyncReport:
+    """What a sync did (the shape of `embedplat sync --json`)."""
+
+    records_chunked: int = 0
+    chunks_embedded: int = 0
+    chunks_failed: int = 0
+    chunks_parked: int = 0
+    chunks_discarded: int = 0
+    seconds: float = 0.0
+    indexes_built: list[str] = field(default_factory=list)
+    more_work: bool = False
+
+    def merge(self, other: SyncReport) -> None:
+        self.records_chunked += other.records_chunked
+        self.chunks_embedded += other.chunks_embedded
+        self.chunks_failed += other.chunks_failed
+        self.chunks_parked += other.chunks_parked
+        self.chunks_discarded += other.chunks_discarded
+        self.indexes_built += other.indexes_built
+        self.more_work = self.more_work or other.more_work
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records_chunked": self.records_chunked,
+            "chunks_embedded": self.chunks_embedded,
+            "chunks_failed": self.chunks_failed,
+            "chunks_parked": self.chunks_parked,
+            "chunks_discarded": self.chunks_discarded,
+            "seconds": round(self.seconds, 3),
+            "indexes_built": self.indexes_built,
+            "more_work": self.more_work,
+        }
+
+
+class Progress:
+    """Receives progress events; the CLI shows a bar, everything else ignores them."""
+
+    def start(self, collection: str, records: int, chunks: int) -> None:
+        """Work known at the start of a collection's sync."""
+
+    def chunked(self, records: int, new_chunks: int) -> None:
+        """``records`` were chunked, queueing ``new_chunks`` more chunks."""
+
+    def embedded(self, chunks: int) -> None:
+        """``chunks`` vectors were stored (or failed)."""
+
+
+# -- model registration -----------------------------------------------------------------------
+
+
+def register_model(conn: Connection, embedder: Embedder) -> int:
+    """The id of ``embedder``'s row in ``embedplat.embedding_models`` (created if missing)."""
+    row = conn.execute(
+        "INSERT INTO embedplat.embedding_models (name, dimensions, normalized, fingerprint) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (name, fingerprint) DO NOTHING RETURNING id",
+        (embedder.name, embedder.dimensions, embedder.normalized, embedder.fingerprint),
+    ).fetchone()
+    if row is None:
+        row = conn.execute(
+            "SELECT id FROM embedplat.embedding_models WHERE name = %s AND fingerprint = %s",
+            (embedder.name, embedder.fingerprint),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def bind_model(conn: Connection, collection: CollectionInfo, embedder: Embedder) -> int:
+    """Make ``embedder`` the collection's active model, or refuse if another one is active."""
+    model_id = register_model(conn, embedder)
+    row = conn.execute(
+        "UPDATE embedplat.collections SET active_model_id = %s "
+        "WHERE id = %s AND active_model_id IS NULL RETURNING id",
+        (model_id, collection.id),
+    ).fetchone()
+    if row is not None:
+        return model_id
+    active = conn.execute(
+        "SELECT c.active_model_id, m.name, m.fingerprint FROM embedplat.collections c "
+        "JOIN embedplat.embedding_models m ON m.id = c.active_model_id WHERE c.id = %s",
+        (collection.id,),
+    ).fetchone()
+    assert active is not None
+    if int(active[0]) != model_id:
+        raise ModelMismatchError(
+            f"collection {collection.name!r} holds vectors of model {active[1]} "
+            f"(fingerprint {str(active[2])[:12]}), but the model loaded now is {embedder.name} "
+            f"(fingerprint {embedder.fingerprint[:12]}); vectors of two models are never mixed. "
+            "Restore the original model files, or re-embed into a new collection"
+        )
+    return model_id
+
+
+# -- stage 1: chunking ------------------------------------------------------------------------
+
+_CLAIM_RECORDS = """
+SELECT id, content, content_hash
+FROM embedplat.records
+WHERE collection_id = %s
+  AND chunked_hash IS DISTINCT FROM content_hash
+  AND chunk_error IS NULL
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+def chunk_stale_records(
+    conn: Connection, collection: CollectionInfo, embedder: Embedder, *, limit: int
+) -> tuple[int, int]:
+    """Re-chunk up to ``limit`` stale records in one transaction.
+
+    Returns (records chunked, chunks queued for embedding).
+    """
+    counter = embedder.token_counter()
+    with conn.transaction():
+        rows = conn.execute(_CLAIM_RECORDS, (collection.id, limit)).fetchall()
+        if not rows:
+            return 0, 0
+        record_ids = [int(r[0]) for r in rows]
+        existing: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        for chunk_id, record_id, text_hash in conn.execute(
+            "SELECT id, record_id, text_hash FROM embedplat.chunks "
+            "WHERE record_id = ANY(%s) ORDER BY record_id, ordinal, id",
+            (record_ids,),
+        ):
+            existing[int(record_id)].append((int(chunk_id), bytes(text_hash)))
+
+        keep_updates: list[tuple[int, int, int, int]] = []  # (chunk_id, ordinal, start, end)
+        delete_ids: list[int] = []
+        inserts: list[tuple[int, int, str, int, int, int]] = []
+        for record_id, content, _ in rows:
+            chunks = chunk_text(
+                content,
+                max_tokens=collection.chunk_tokens,
+                overlap=collection.chunk_overlap,
+                counter=counter,
+            )
+            kept, removed, added = diff_chunks(existing.get(int(record_id), []), chunks)
+            keep_updates += kept
+            delete_ids += removed
+            inserts += [
+                (int(record_id), c.ordinal, c.text, c.char_start, c.char_end, c.token_count)
+                for c in added
+            ]
+
+        if delete_ids:
+            conn.execute("DELETE FROM embedplat.chunks WHERE id = ANY(%s)", (delete_ids,))
+        if keep_updates:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE embedplat.chunks SET ordinal = %s, char_start = %s, char_end = %s "
+                    "WHERE id = %s AND (ordinal, char_start, char_end) IS DISTINCT FROM "
+                    "(%s, %s, %s)",
+                    [(o, s, e, cid, o, s, e) for cid, o, s, e in keep_updates],
+                )
+        queued = 0
+        if inserts:
+            queued = _insert_chunks(conn, collection.id, inserts)
+        conn.execute(
+            "UPDATE embedplat.records SET chunked_hash = content_hash, chunk_attempts = 0 "
+            "WHERE id = ANY(%s)",
+            (record_ids,),
+        )
+    return len(rows), queued
+
+
+def diff_chunks(
+    old: Sequence[tuple[int, bytes]], new: Sequence[Chunk]
+) -> tuple[list[tuple[int, int, int, int]], list[int], list[Chunk]]:
+    """Match new chunks to existing rows by text hash (as a multiset, in order).
+
+    Returns (kept rows with their new ordinal/span, ids of rows to delete, chunks to insert).
+    """
+    available: dict[bytes, list[int]] = defaultdict(list)
+    for chunk_id, text_hash in old:
+        available[text_hash].append(chunk_id)
+    kept: list[tuple[int, int, int, int]] = []
+    added: list[Chunk] = []
+    for chunk in new:
+        ids = available.get(chunk.text_hash)
+        if ids:
+            kept.append((ids.pop(0), chunk.ordinal, chunk.char_start, chunk.char_end))
+        else:
+            added.append(chunk)
+    removed = [cid for ids in available.values() for cid in ids]
+    return kept, removed, added
+
+
+def _insert_chunks(
+    conn: Connection, collection_id: int, rows: list[tuple[int, int, str, int, int, int]]
+) -> int:
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS embedplat_new_chunks ("
+            " record_id bigint, ordinal int, content text, char_start int, char_end int,"
+            " token_count int) ON COMMIT DROP"
+        )
+        with cur.copy("COPY embedplat_new_chunks FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int4", "text", "int4", "int4", "int4"])
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            """
+            WITH inserted AS (
+                INSERT INTO embedplat.chunks
+                    (record_id, collection_id, ordinal, content, char_start, char_end, token_count)
+                SELECT record_id, %(cid)s, ordinal, content, char_start, char_end, token_count
+                FROM embedplat_new_chunks
+                RETURNING id, text_hash
+            )
+            INSERT INTO embedplat.embedding_queue (chunk_id, collection_id, text_hash)
+            SELECT id, %(cid)s, text_hash FROM inserted
+            """,
+            {"cid": collection_id},
+        )
+        queued = cur.rowcount
+        cur.execute("DROP TABLE embedplat_new_chunks")
+    return queued
+
+
+# -- stage 2: embedding -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedChunk:
+    chunk_id: int
+    text_hash: bytes
+    text: str
+    attempts: int
+
+
+_CLAIM_JOBS = """
+WITH claimable AS (
+    SELECT q.chunk_id
+    FROM embedplat.embedding_queue q
+    WHERE q.collection_id = %(cid)s
+      AND q.state = 'pending'
+      AND q.available_at <= now()
+      AND (q.leased_until IS NULL OR q.leased_until < now())
+    ORDER BY q.available_at, q.chunk_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE embedplat.embedding_queue q
+SET leased_until = now() + make_interval(secs => %(lease)s), leased_by = %(worker)s
+FROM claimable, embedplat.chunks c
+WHERE q.chunk_id = claimable.chunk_id AND c.id = q.chunk_id
+RETURNING q.chunk_id, q.text_hash, c.content, q.attempts
+"""
+
+_STORE = """
+WITH done AS (
+    DELETE FROM embedplat.embedding_queue q
+    USING unnest(%(ids)s::bigint[], %(hashes)s::bytea[]) AS u(chunk_id, text_hash)
+    WHERE q.chunk_id = u.chunk_id AND q.text_hash = u.text_hash AND q.leased_by = %(worker)s
+    RETURNING q.chunk_id
+)
+INSERT INTO embedplat.embeddings
+    (chunk_id, model_id, collection_id, record_id, text_hash, embedding)
+SELECT c.id, %(model)s, c.collection_id, c.record_id, c.text_hash, v.embedding
+FROM done
+JOIN embedplat.chunks c ON c.id = done.chunk_id
+JOIN unnest(%(ids)s::bigint[], %(hashes)s::bytea[], %(vectors)s::vector[])
+     AS v(chunk_id, text_hash, embedding)
+  ON v.chunk_id = c.id AND v.text_hash = c.text_hash
+ON CONFLICT (chunk_id, model_id) DO UPDATE
+SET embedding = EXCLUDED.embedding, text_hash = EXCLUDED.text_hash, created_at = now()
+"""
+
+_FAIL = """
+UPDATE embedplat.embedding_queue
+SET attempts = attempts + 1,
+    last_error = %(error)s,
+    leased_until = NULL,
+    leased_by = NULL,
+    state = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+    available_at = now() + make_interval(secs => least(%(base)s * power(2, attempts), %(cap)s))
+WHERE chunk_id = %(chunk_id)s AND leased_by = %(worker)s
+RETURNING state
+"""
+
+
+def claim_chunks(
+    conn: Connection, collection_id: int, *, limit: int, lease_seconds: int, worker_id: str
+) -> list[ClaimedChunk]:
+    """Lease up to ``limit`` pending chunks of the collection (committed at once)."""
+    with conn.transaction():
+        rows = conn.execute(
+            _CLAIM_JOBS,
+            {"cid": collection_id, "limit": limit, "lease": lease_seconds, "worker": worker_id},
+        ).fetchall()
+    return [ClaimedChunk(int(r[0]), bytes(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+
+def store_vectors(
+    conn: Connection,
+    model_id: int,
+    worker_id: str,
+    chunks: Sequence[ClaimedChunk],
+    vectors: np.ndarray,
+) -> int:
+    """Compare-and-set write; returns how many vectors were stored."""
+    if not chunks:
+        return 0
+    from pgvector import Vector
+
+    with conn.transaction():
+        cur = conn.execute(
+            _STORE,
+            {
+                "ids": [c.chunk_id for c in chunks],
+                "hashes": [c.text_hash for c in chunks],
+                "vectors": [Vector(v) for v in vectors],
+                "model": model_id,
+                "worker": worker_id,
+            },
+        )
+        return max(cur.rowcount, 0)
+
+
+def record_failure(
+    conn: Connection, chunk: ClaimedChunk, error: BaseException, options: SyncOptions
+) -> str | None:
+    """Count a failed attempt for one chunk; returns its new state (None if no longer ours)."""
+    message = f"{type(error).__name__}: {error}"[:ERROR_TEXT_LIMIT]
+    with conn.transaction():
+        row = conn.execute(
+            _FAIL,
+            {
+                "error": message,
+                "max_attempts": options.max_attempts,
+                "base": BACKOFF_BASE_S,
+                "cap": BACKOFF_MAX_S,
+                "chunk_id": chunk.chunk_id,
+                "worker": options.worker_id,
+            },
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def embed_isolating_failures(
+    embedder: Embedder, chunks: Sequence[ClaimedChunk]
+) -> tuple[list[tuple[ClaimedChunk, np.ndarray]], list[tuple[ClaimedChunk, BaseException]]]:
+    """Embed ``chunks``; when a batch raises, bisect it so only the failing items fail."""
+    ok: list[tuple[ClaimedChunk, np.ndarray]] = []
+    failed: list[tuple[ClaimedChunk, BaseException]] = []
+
+    def run(part: Sequence[ClaimedChunk]) -> None:
+        try:
+            vectors = embedder.embed([c.text for c in part])
+        except Exception as exc:  # the model's failure modes are open-ended
+            if len(part) == 1:
+                failed.append((part[0], exc))
+                return
+            middle = len(part) // 2
+            run(part[:middle])
+            run(part[middle:])
+            return
+        ok.extend(zip(part, vectors, strict=True))
+
+    if chunks:
+        run(chunks)
+    return ok, failed
+
+
+def embed_round(
+    conn: Connection,
+    collection: CollectionInfo,
+    embedder: Embedder,
+    model_id: int,
+    options: SyncOptions,
+    report: SyncReport,
+) -> int:
+    """Claim, embed and store one round of chunks; returns how many were claimed."""
+    claimed = claim_chunks(
+        conn,
+        collection.id,
+        limit=options.batch_size * options.claim_factor,
+        lease_seconds=options.lease_seconds,
+        worker_id=options.worker_id,
+    )
+    if not claimed:
+        return 0
+    ok, failed = embed_isolating_failures(embedder, claimed)
+    if ok:
+        stored = store_vectors(
+            conn,
+            model_id,
+            options.worker_id,
+            [c for c, _ in ok],
+            np.stack([v for _, v in ok]).astype(np.float32, copy=False),
+        )
+        report.chunks_embedded += stored
+        report.chunks_discarded += len(ok) - stored
+    for chunk, exc in failed:
+        log.warning("embedding chunk %s failed: %s", chunk.chunk_id, exc)
+        state = record_failure(conn, chunk, exc, options)
+        report.chunks_failed += 1
+        if state == "failed":
+            report.chunks_parked += 1
+    return len(claimed)
+
+
+# -- ANN index ---------------------------------------------------------------------------------
+
+
+def ann_index_name(collection_id: int, model_id: int) -> str:
+    return f"ix_embeddings_ann_c{collection_id}_m{model_id}"
+
+
+def ensure_ann_index(
+    url_conn_factory: Callable[[], Connection],
+    collection: CollectionInfo,
+    model_id: int,
+    dimensions: int,
+) -> str | None:
+    """Build the HNSW index of (collection, model) if it is missing; returns its name if built.
+
+    ``CREATE INDEX CONCURRENTLY`` keeps ingest and other collections writable meanwhile; an
+    advisory lock keeps two processes from building the same index.
+    """
+    name = ann_index_name(collection.id, model_id)
+    options = collection.index_options or {}
+    m = int(options.get("m", 16))
+    ef_construction = int(options.get("ef_construction", 64))
+    with url_conn_factory() as conn:
+        conn.autocommit = True
+        got = conn.execute("SELECT pg_try_advisory_lock(7240515, %s)", (collection.id,)).fetchone()
+        if not got or not got[0]:
+            return None
+        try:
+            row = conn.execute(
+                "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'embedplat' AND c.relname = %s",
+                (name,),
+            ).fetchone()
+            if row is not None and row[0]:
+                return None
+            if row is not None:  # an interrupted concurrent build leaves an invalid index
+                conn.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS embedplat.{}").format(
+                        sql.Identifier(name)
+                    )
+                )
+            has_vectors = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM embedplat.embeddings "
+                "WHERE collection_id = %s AND model_id = %s)",
+                (collection.id, model_id),
+            ).fetchone()
+            if not has_vectors or not has_vectors[0]:
+                return None
+            conn.execute(
+                sql.SQL(
+                    "CREATE INDEX CONCURRENTLY {name} ON embedplat.embeddings "
+                    "USING hnsw ((embedding::vector({dims})) vector_cosine_ops) "
+                    "WITH (m = {m}, ef_construction = {efc}) "
+                    "WHERE collection_id = {cid} AND model_id = {mid}"
+                ).format(
+                    name=sql.Identifier(name),
+                    dims=sql.Literal(dimensions),
+                    m=sql.Literal(m),
+                    efc=sql.Literal(ef_construction),
+                    cid=sql.Literal(collection.id),
+                    mid=sql.Literal(model_id),
+                )
+            )
+            return name
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7240515, %s)", (collection.id,))
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+def pending_counts(conn: Connection, collection_id: int) -> tuple[int, int]:
+    """(stale records, pending chunks) of a collection."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM embedplat.records WHERE collection_id = %(c)s "
+        "          AND chunked_hash IS DISTINCT FROM content_hash AND chunk_error IS NULL),"
+        "       (SELECT count(*) FROM embedplat.embedding_queue WHERE collection_id = %(c)s "
+        "          AND state = 'pending')",
+        {"c": collection_id},
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def sync_collection(
+    connect: Callable[[], Connection],
+    collection_name: str,
+    embedder_factory: EmbedderFactory,
+    options: SyncOptions | None = None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Chunk and embed everything stale in one collection (or ``max_rounds`` rounds of it)."""
+    options = options or SyncOptions()
+    progress = progress or Progress()
+    report = SyncReport()
+    started = time.perf_counter()
+    with connect() as conn:
+        conn.autocommit = True
+        collection = get_collection(conn, collection_name)
+        stale_records, pending_chunks = pending_counts(conn, collection.id)
+        progress.start(collection.name, stale_records, pending_chunks)
+        if stale_records == 0 and pending_chunks == 0 and collection.active_model_id is None:
+            report.seconds = time.perf_counter() - started
+            return report
+        embedder = embedder_factory(collection.model_name)
+        model_id = bind_model(conn, collection, embedder)
+        rounds = 0
+        while options.max_rounds is None or rounds < options.max_rounds:
+            chunked, queued = chunk_stale_records(
+                conn, collection, embedder, limit=options.record_batch
+            )
+            if chunked:
+                report.records_chunked += chunked
+                progress.chunked(chunked, queued)
+            claimed = embed_round(conn, collection, embedder, model_id, options, report)
+            if claimed:
+                progress.embedded(claimed)
+            if not chunked and not claimed:
+                break
+            rounds += 1
+        stale_records, pending_chunks = pending_counts(conn, collection.id)
+        report.more_work = (stale_records + pending_chunks) > 0
+    if options.build_index and not report.more_work:
+        built = ensure_ann_index(connect, collection, model_id, embedder.dimensions)
+        if built:
+            report.indexes_built.append(built)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def sync(
+    connect: Callable[[], Connection],
+    embedder_factory: EmbedderFactory,
+    collection: str | None = None,
+    options: SyncOptions | None = None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Sync one collection, or every collection when ``collection`` is None."""
+    started = time.perf_counter()
+    if collection is None:
+        with connect() as conn:
+            names = [c.name for c in list_collections(conn)]
+    else:
+        names = [collection]
+    total = SyncReport()
+    for name in names:
+        total.merge(sync_collection(connect, name, embedder_factory, options, progress))
+    total.seconds = time.perf_counter() - started
+    return total
+
+
+# -- operator actions --------------------------------------------------------------------------
+
+
+def retry_failed(conn: Connection, collection_id: int | None = None) -> int:
+    """Re-queue parked work (chunks and records); returns how many items were re-queued."""
+    with conn.transaction():
+        chunks = conn.execute(
+            "UPDATE embedplat.embedding_queue SET state = 'pending', attempts = 0, "
+            "available_at = now(), last_error = NULL, leased_until = NULL, leased_by = NULL "
+            "WHERE state = 'failed' AND (%(c)s::int IS NULL OR collection_id = %(c)s)",
+            {"c": collection_id},
+        ).rowcount
+        records = conn.execute(
+            "UPDATE embedplat.records SET chunk_error = NULL, chunk_attempts = 0 "
+            "WHERE chunk_error IS NOT NULL AND (%(c)s::int IS NULL OR collection_id = %(c)s)",
+            {"c": collection_id},
+        ).rowcount
+    return max(chunks, 0) + max(records, 0)
+
+
+@dataclass
+class ReconcileReport:
+    """Drift found and fixed by a reconcile pass."""
+
+    records_rechunked: int = 0
+    chunks_requeued: int = 0
+    stale_vectors_removed: int = 0
+    foreign_vectors_removed: int = 0
+    queue_hashes_fixed: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def reconcile(conn: Connection, collection_id: int | None = None) -> ReconcileReport:
+    """Find drift the fast path cannot see and repair it, in one transaction.
+
+    * records marked chunked whose chunks no longer match their content (chunk rows edited or
+      deleted by hand, or a record with text but no chunks) are marked for re-chunking;
+    * vectors whose text hash no longer equals their chunk's, or that belong to a model that is
+      neither the collection's active nor its back-fill model, are deleted;
+    * queue rows carrying an outdated text hash are corrected;
+    * chunks with neither a current vector nor queued work are queued.
+    """
+    report = ReconcileReport()
+    params = {"c": collection_id}
+    scope = "(%(c)s::int IS NULL OR {alias}.collection_id = %(c)s)"
+    with conn.transaction():
+        report.records_rechunked = conn.execute(
+            f"""
+            UPDATE embedplat.records r SET chunked_hash = NULL
+            WHERE {scope.format(alias="r")} AND r.chunked_hash = r.content_hash AND (
+                  (btrim(r.content) <> '' AND NOT EXISTS (
+                      SELECT 1 FROM embedplat.chunks ch WHERE ch.record_id = r.id))
+               OR EXISTS (
+                      SELECT 1 FROM embedplat.chunks ch WHERE ch.record_id = r.id
+                      AND substr(r.content, ch.char_start + 1, ch.char_end - ch.char_start)
+                          IS DISTINCT FROM ch.content))
+            """,
+            params,
+        ).rowcount
+        report.stale_vectors_removed = conn.execute(
+            f"""
+            DELETE FROM embedplat.embeddings e USING embedplat.chunks ch
+            WHERE ch.id = e.chunk_id AND e.text_hash <> ch.text_hash AND {scope.format(alias="e")}
+            """,
+            params,
+        ).rowcount
+        report.foreign_vectors_removed = conn.execute(
+            f"""
+            DELETE FROM embedplat.embeddings e USING embedplat.collections col
+            WHERE col.id = e.collection_id AND {scope.format(alias="e")}
+              AND e.model_id IS DISTINCT FROM col.active_model_id
+              AND e.model_id IS DISTINCT FROM col.backfill_model_id
+              AND col.active_model_id IS NOT NULL
+            """,
+            params,
+        ).rowcount
+        report.queue_hashes_fixed = conn.execute(
+            f"""
+            UPDATE embedplat.embedding_queue q SET text_hash = ch.text_hash
+            FROM embedplat.chunks ch
+            WHERE ch.id = q.chunk_id AND q.text_hash <> ch.text_hash AND {scope.format(alias="q")}
+            """,
+            params,
+        ).rowcount
+        report.chunks_requeued = conn.execute(
+            f"""
+            INSERT INTO embedplat.embedding_queue (chunk_id, collection_id, text_hash)
+            SELECT ch.id, ch.collection_id, ch.text_hash
+            FROM embedplat.chunks ch
+            JOIN embedplat.collections col ON col.id = ch.collection_id
+            WHERE {scope.format(alias="ch")}
+              AND NOT EXISTS (SELECT 1 FROM embedplat.embeddings e
+                              WHERE e.chunk_id = ch.id AND e.model_id = col.active_model_id
+                                AND e.text_hash = ch.text_hash)
+            ON CONFLICT (chunk_id) DO NOTHING
+            """,
+            params,
+        ).rowcount
+    return report
+

@@ -1,0 +1,76 @@
+"""The embedded PostgreSQL server: start, reuse, stop, restart, concurrent starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from embedplat.db.connection import check_database
+from embedplat.db.embedded import EmbeddedServer
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> EmbeddedServer:
+    s = EmbeddedServer(tmp_path / "home", durable=False)
+    yield s
+    s.stop()
+
+
+def test_start_reuse_stop_restart_keeps_data(server: EmbeddedServer) -> None:
+    assert server.status().running is False
+    url = server.start()
+    first_pid = server.status().pid
+    assert check_database(url) >= "0.8"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+
+    assert server.start() == url  # reuse: same server, same URL
+    assert server.status().pid == first_pid
+
+    assert server.stop() is True
+    assert server.status().running is False
+    assert server.stop() is False
+
+    url_again = server.start()  # restart after stop, data persisted, port remembered
+    assert url_again == url
+    assert server.status().pid != first_pid
+    with psycopg.connect(url_again) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchone() == (42,)
+
+
+def test_concurrent_starts_share_one_server(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code = (
+        "import sys; from pathlib import Path; from embedplat.db.embedded import EmbeddedServer;"
+        "print(EmbeddedServer(Path(sys.argv[1]), durable=False).start())"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+        outputs.append(out.decode().strip())
+    server = EmbeddedServer(home, durable=False)
+    try:
+        assert len(set(outputs)) == 1
+        status = server.status()
+        assert status.running and status.url == outputs[0]
+        # Exactly one postmaster for this data directory.
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        postmasters = [
+            line for line in ps.splitlines()
+            if "postgres" in line and str(server.data_dir) in line and " -D " in line
+        ]
+        assert len(postmasters) == 1, postmasters
+    finally:
+        server.stop()

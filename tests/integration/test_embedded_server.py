@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -66,10 +67,12 @@ def test_concurrent_starts_share_one_server(tmp_path: Path) -> None:
         status = server.status()
         assert status.running and status.url == outputs[0]
         # Exactly one postmaster for this data directory.
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         postmasters = [
-            line for line in ps.splitlines()
-            if "postgres" in line and str(server.data_dir) in line and " -D " in line
+            proc.pid
+            for proc in psutil.process_iter(["cmdline"])
+            if proc.info["cmdline"]
+            and proc.info["cmdline"][0].endswith("/postgres")
+            and str(server.data_dir) in proc.info["cmdline"]
         ]
         assert len(postmasters) == 1, postmasters
     finally:

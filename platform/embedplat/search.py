@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, ModelMismatchError
 
@@ -67,8 +68,6 @@ def search_vector(
     filter: Mapping[str, Any] | None = None,
 ) -> list[SearchHit]:
     """Call ``embedplat.search`` with a query vector."""
-    from pgvector import Vector
-
     array = np.asarray(vector, dtype=np.float32)
     if array.ndim != 1 or array.size == 0:
         raise InvalidInputError("a query vector must be a non-empty 1-D sequence of numbers")
@@ -78,8 +77,9 @@ def search_vector(
         raise InvalidInputError("filter must be a JSON object, e.g. {\"topic\": \"sport\"}")
     try:
         rows = conn.execute(
-            "SELECT id, chunk, similarity, metadata FROM embedplat.search(%s, %s, %s, %s::jsonb)",
-            (collection, Vector(array), k, json.dumps(dict(filter or {}))),
+            "SELECT id, chunk, similarity, metadata "
+            "FROM embedplat.search(%s, %s::vector, %s, %s::jsonb)",
+            (collection, vector_literal(array), k, json.dumps(dict(filter or {}))),
         ).fetchall()
     except psycopg.errors.UndefinedObject as exc:
         raise CollectionNotFoundError(_server_message(exc)) from None

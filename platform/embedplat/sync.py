@@ -37,6 +37,7 @@ from psycopg import sql
 
 from embedplat.chunking import Chunk, chunk_text
 from embedplat.collections import CollectionInfo, get_collection, list_collections
+from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
 from embedplat.errors import ModelMismatchError
 
@@ -63,6 +64,8 @@ class SyncOptions:
     batch_size: int = 64
     lease_seconds: int = 300
     max_attempts: int = 5
+    # Failed items wait backoff_base_s * 2**attempts (capped at BACKOFF_MAX_S) before a retry.
+    backoff_base_s: float = BACKOFF_BASE_S
     record_batch: int = DEFAULT_RECORD_BATCH
     # Chunks claimed per round, as a multiple of batch_size: the model sorts a claim by length
     # before batching, so bigger claims waste less padding.
@@ -336,7 +339,7 @@ INSERT INTO embedplat.embeddings
 SELECT c.id, %(model)s, c.collection_id, c.record_id, c.text_hash, v.embedding
 FROM done
 JOIN embedplat.chunks c ON c.id = done.chunk_id
-JOIN unnest(%(ids)s::bigint[], %(hashes)s::bytea[], %(vectors)s::vector[])
+JOIN unnest(%(ids)s::bigint[], %(hashes)s::bytea[], %(vectors)s::text[]::vector[])
      AS v(chunk_id, text_hash, embedding)
   ON v.chunk_id = c.id AND v.text_hash = c.text_hash
 ON CONFLICT (chunk_id, model_id) DO UPDATE
@@ -378,15 +381,13 @@ def store_vectors(
     """Compare-and-set write; returns how many vectors were stored."""
     if not chunks:
         return 0
-    from pgvector import Vector
-
     with conn.transaction():
         cur = conn.execute(
             _STORE,
             {
                 "ids": [c.chunk_id for c in chunks],
                 "hashes": [c.text_hash for c in chunks],
-                "vectors": [Vector(v) for v in vectors],
+                "vectors": [vector_literal(v) for v in vectors],
                 "model": model_id,
                 "worker": worker_id,
             },
@@ -405,7 +406,7 @@ def record_failure(
             {
                 "error": message,
                 "max_attempts": options.max_attempts,
-                "base": BACKOFF_BASE_S,
+                "base": options.backoff_base_s,
                 "cap": BACKOFF_MAX_S,
                 "chunk_id": chunk.chunk_id,
                 "worker": options.worker_id,

@@ -74,6 +74,7 @@ def _load(path: str, device: str) -> Any:
                     "sentence-transformers is not installed: pip install 'embedplat[model]' "
                     "(after `pip install torch==2.13.0` for a CPU build)"
                 ) from exc
+            _quiet_transformers()
             try:
                 model = SentenceTransformer(path, device=device)
             except Exception as exc:  # hub, file and format errors all land here
@@ -84,6 +85,17 @@ def _load(path: str, device: str) -> Any:
             model.eval()
             _models[key] = model
         return model
+
+
+def _quiet_transformers() -> None:
+    # Loading bars on every worker start drown real output; errors still show.
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        pass
 
 
 def _fingerprint(path: str, model: Any) -> str:

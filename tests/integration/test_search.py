@@ -1,0 +1,163 @@
+"""embedplat.search: exact results, index use, filters that still return k rows, wrong vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import psycopg
+import pytest
+
+from embedplat.api import Platform
+from embedplat.db.connection import libpq_url
+from embedplat.db.vectors import vector_literal
+from embedplat.embedders.testing import HashEmbedder
+from embedplat.errors import ModelMismatchError
+from embedplat.search import search_vector
+from embedplat.sync import SyncOptions, sync
+
+WORDS = "apple banana cherry delta echo forest granite harbor island jungle kettle lemon".split()
+
+
+def _corpus(n: int) -> list[dict[str, object]]:
+    rng = np.random.default_rng(7)
+    return [
+        {
+            "id": f"r{i:04d}",
+            "text": " ".join(rng.choice(WORDS, size=8)),
+            "metadata": {"bucket": i % 100, "even": i % 2 == 0, "tag": "rare" if i % 100 == 0 else "common"},
+        }
+        for i in range(n)
+    ]
+
+
+def _sync(url: str, build_index: bool = True) -> None:
+    sync(
+        lambda: psycopg.connect(libpq_url(url)),
+        lambda name: HashEmbedder(64),
+        "docs",
+        SyncOptions(build_index=build_index),
+    )
+
+
+@pytest.fixture
+def corpus(platform: Platform, db_url: str) -> list[dict[str, object]]:
+    rows = _corpus(1000)
+    platform.create_collection("docs", model="test-hash-64")
+    platform.ingest("docs", rows)
+    _sync(db_url)
+    return rows
+
+
+def _exact(rows: list[dict[str, object]], query: np.ndarray, k: int, keep=lambda r: True) -> list[str]:
+    embedder = HashEmbedder(64)
+    kept = [r for r in rows if keep(r)]
+    vectors = embedder.embed([str(r["text"]) for r in kept])
+    sims = vectors @ query
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [str(kept[i]["id"]) for i in order], sims[order]
+
+
+def test_results_match_exact_numpy_search(platform: Platform, db_url: str, corpus) -> None:
+    query = HashEmbedder(64).embed(["apple banana harbor"])[0]
+    with platform.connection() as conn:
+        conn.execute("SET hnsw.ef_search = 400")  # small set: make the ANN scan exhaustive
+        hits = search_vector(conn, "docs", query, k=10)
+    expected_ids, expected_sims = _exact(corpus, query, 10)
+    assert [round(h.score, 4) for h in hits] == [round(float(s), 4) for s in expected_sims]
+    # Ties aside, the same records in the same order.
+    assert {h.id for h in hits if h.score > expected_sims[-1] + 1e-5} <= set(expected_ids)
+
+
+def test_search_uses_the_hnsw_index(platform: Platform, db_url: str, corpus) -> None:
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        conn.execute("SET enable_seqscan = on")
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET auto_explain.log_nested_statements = on")
+        conn.execute("SET client_min_messages = log")
+        conn.execute("SET auto_explain.log_level = notice")
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        query = vector_literal(HashEmbedder(64).embed(["apple"])[0])
+        conn.execute(
+            "SELECT * FROM embedplat.search('docs', %s::vector, 5, '{}'::jsonb)", (query,)
+        ).fetchall()
+    plans = "\n".join(notices)
+    assert "ix_embeddings_ann_c1_m1" in plans, plans
+
+
+@pytest.mark.parametrize(
+    ("filter_", "keep"),
+    [
+        ({"tag": "rare"}, lambda r: r["metadata"]["tag"] == "rare"),  # 1 % of rows
+        ({"even": True}, lambda r: r["metadata"]["even"]),
+        ({"bucket": 37}, lambda r: r["metadata"]["bucket"] == 37),
+    ],
+)
+def test_filtered_search_returns_k_rows_when_k_match(
+    platform: Platform, corpus, filter_, keep
+) -> None:
+    matching = [r for r in corpus if keep(r)]
+    k = min(10, len(matching))
+    query = HashEmbedder(64).embed(["cherry delta"])[0]
+    with platform.connection() as conn:
+        hits = search_vector(conn, "docs", query, k=k, filter=filter_)
+    assert len(hits) == k
+    assert all(keep({"metadata": h.metadata}) for h in hits)
+
+
+def test_filter_matching_nothing_returns_no_rows(platform: Platform, corpus) -> None:
+    query = HashEmbedder(64).embed(["cherry"])[0]
+    with platform.connection() as conn:
+        assert search_vector(conn, "docs", query, k=5, filter={"tag": "nope"}) == []
+
+
+def test_one_row_per_record_with_its_best_chunk(platform: Platform, db_url: str) -> None:
+    platform.create_collection("docs", model="test-hash-64", chunk_tokens=12, chunk_overlap=0)
+    long_text = "\n\n".join(f"apple banana paragraph {i} " + "filler " * 8 for i in range(6))
+    platform.ingest("docs", [{"id": "long", "text": long_text}, {"id": "other", "text": "granite harbor"}])
+    _sync(db_url)
+    query = HashEmbedder(64).embed(["apple banana paragraph 3"])[0]
+    with platform.connection() as conn:
+        hits = search_vector(conn, "docs", query, k=5)
+    assert [h.id for h in hits].count("long") == 1
+    assert "paragraph 3" in hits[0].chunk and hits[0].id == "long"
+
+
+def test_wrong_dimension_vector_fails_clearly(platform: Platform, corpus) -> None:
+    with platform.connection() as conn, pytest.raises(ModelMismatchError, match="64"):
+        search_vector(conn, "docs", np.ones(32, dtype=np.float32), k=5)
+
+
+def test_query_from_another_model_is_refused(platform: Platform, corpus) -> None:
+    from embedplat.search import check_query_model
+
+    with platform.connection() as conn, pytest.raises(ModelMismatchError, match="test-hash-64"):
+        check_query_model(conn, "docs", HashEmbedder(32))
+
+
+def test_search_of_unknown_collection(platform: Platform, corpus) -> None:
+    from embedplat.errors import CollectionNotFoundError
+
+    with platform.connection() as conn, pytest.raises(CollectionNotFoundError):
+        search_vector(conn, "nope'; DROP TABLE x; --", np.ones(64), k=5)
+
+
+def test_search_setting_does_not_leak_to_the_connection(platform: Platform, corpus) -> None:
+    query = HashEmbedder(64).embed(["apple"])[0]
+    with platform.connection() as conn:
+        search_vector(conn, "docs", query, k=3)
+        conn.commit()
+        value = conn.execute("SELECT current_setting('hnsw.iterative_scan', true)").fetchone()
+    assert value is not None and value[0] in (None, "", "off")
+
+
+def test_sql_search_directly(db_url: str, corpus) -> None:
+    query = vector_literal(HashEmbedder(64).embed(["island jungle"])[0])
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        rows = conn.execute(
+            "SELECT id, similarity FROM embedplat.search('docs', %s::vector, 3, %s::jsonb)",
+            (query, json.dumps({"even": False})),
+        ).fetchall()
+    assert len(rows) == 3 and rows[0][1] >= rows[1][1] >= rows[2][1]

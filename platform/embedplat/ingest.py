@@ -170,7 +170,10 @@ def _read_jsonl(
         if not isinstance(obj, dict):
             yield InputProblem(source, number, f"expected a JSON object, got {type(obj).__name__}")
             continue
-        yield _record_from_mapping(obj, source, number, id_field, text_fields, metadata_fields)
+        # JSON cannot carry a raw NUL byte, only the escape: skip the NUL scan when it is absent.
+        yield _record_from_mapping(
+            obj, source, number, id_field, text_fields, metadata_fields, b"\\u0000" in raw
+        )
     if not seen_any:
         yield InputProblem(source, None, "file is empty: no records")
 
@@ -294,6 +297,7 @@ def _record_from_mapping(
     id_field: str,
     text_fields: tuple[str, ...],
     metadata_fields: Sequence[str] | None,
+    may_contain_nul: bool = True,
 ) -> RecordInput | InputProblem:
     raw_id = row.get(id_field)
     if raw_id is None or raw_id == "":
@@ -303,7 +307,7 @@ def _record_from_mapping(
             source, line, f"id field {id_field!r} must be a string or an integer, got {type(raw_id).__name__}"
         )
     external_id = str(raw_id)
-    if "\x00" in external_id:
+    if may_contain_nul and "\x00" in external_id:
         return InputProblem(source, line, "id contains a NUL character")
 
     parts: list[str] = []
@@ -320,10 +324,11 @@ def _record_from_mapping(
         return InputProblem(
             source, line, f"missing text field{'s' if len(text_fields) > 1 else ''} {', '.join(map(repr, text_fields))}"
         )
-    content = "\n\n".join(parts)
-    if "\x00" in content:
+    content = parts[0] if len(parts) == 1 else "\n\n".join(parts)
+    if may_contain_nul and "\x00" in content:
         return InputProblem(source, line, "text contains a NUL character (PostgreSQL cannot store it)")
-    if len(content) > MAX_RECORD_BYTES or len(content.encode("utf-8")) > MAX_RECORD_BYTES:
+    # A character is at most 4 UTF-8 bytes: only long texts need the exact byte count.
+    if len(content) * 4 > MAX_RECORD_BYTES and len(content.encode("utf-8")) > MAX_RECORD_BYTES:
         return InputProblem(
             source, line, f"text exceeds the {MAX_RECORD_BYTES:,}-byte record limit"
         )
@@ -338,7 +343,7 @@ def _record_from_mapping(
             )
     else:
         metadata = {f: row[f] for f in metadata_fields if f in row}
-    if metadata and _has_nul(metadata):
+    if may_contain_nul and metadata and _has_nul(metadata):
         return InputProblem(source, line, "metadata contains a NUL character (PostgreSQL cannot store it)")
     return RecordInput(external_id, content, dict(metadata), source, line)
 

@@ -1,0 +1,85 @@
+"""Shared benchmark plumbing: a throw-away embedded PostgreSQL, fresh databases, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as py_platform
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from embedplat.config import Settings
+from embedplat.db import migrate
+from embedplat.db.connection import libpq_url
+from embedplat.db.embedded import EmbeddedServer
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+WORK = HERE / ".work"
+DATA = HERE.parent.parent / "shared" / "data"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": py_platform.python_version(),
+        "machine": py_platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+@contextmanager
+def server() -> Iterator[str]:
+    """URL of a benchmark-only embedded server (durable, like a user's)."""
+    external = os.environ.get("EMBEDPLAT_BENCH_DATABASE_URL")
+    if external:
+        yield external
+        return
+    srv = EmbeddedServer(WORK / "pg", durable=True)
+    url = srv.start()
+    try:
+        yield url
+    finally:
+        srv.stop()
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, migrated database; dropped afterwards."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    base = libpq_url(server_url)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    migrate.upgrade(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def settings() -> Settings:
+    return Settings(home=WORK / "home")
+
+
+def require_data(*parts: str) -> Path:
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        raise SystemExit(f"benchmark data not found: {path} (expected ../shared/data next to the repo)")
+    return path
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "machine": machine(), **result}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

@@ -24,11 +24,11 @@ def _url() -> str:
     return sqlalchemy_url(url)
 
 
-def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     # Only embedplat's own tables; the version table and other schemas are not ours to diff.
-    if type_ == "table" and name == "alembic_version":
-        return False
-    return True
+    return not (type_ == "table" and name == "alembic_version")
 
 
 def _include_name(name: str | None, type_: str, parent_names: object) -> bool:

@@ -22,21 +22,29 @@ def run(n: int = 100_000) -> dict[str, object]:
     changed = WORK / f"ingest_{n}_changed.jsonl"
     with path.open("w") as fh, changed.open("w") as fh2:
         for i in range(n):
-            row = {"id": f"doc-{i}", "text": f"Short record number {i} about topic {i % 97}.",
-                   "metadata": {"topic": i % 97, "lang": "en"}}
+            row = {
+                "id": f"doc-{i}",
+                "text": f"Short record number {i} about topic {i % 97}.",
+                "metadata": {"topic": i % 97, "lang": "en"},
+            }
             fh.write(json.dumps(row) + "\n")
             if i % 10 == 0:
                 row["text"] += " Edited."
             fh2.write(json.dumps(row) + "\n")
     timings: dict[str, float] = {}
-    with server() as url, fresh_database(url) as db:
-        with Platform(db, settings()) as platform:
-            for label, source in (("first_load", path), ("unchanged_reload", path), ("reload_10pct_changed", changed)):
-                start = time.perf_counter()
-                result = platform.ingest_records("bench", read_records([source]))
-                seconds = time.perf_counter() - start
-                timings[label] = seconds
-                print(f"{label}: {n / seconds:,.0f} records/s ({result.to_json() | {'problems': len(result.problems)}})")
+    with server() as url, fresh_database(url) as db, Platform(db, settings()) as platform:
+        for label, source in (
+            ("first_load", path),
+            ("unchanged_reload", path),
+            ("reload_10pct_changed", changed),
+        ):
+            start = time.perf_counter()
+            result = platform.ingest_records("bench", read_records([source]))
+            seconds = time.perf_counter() - start
+            timings[label] = seconds
+            print(
+                f"{label}: {n / seconds:,.0f} records/s ({result.to_json() | {'problems': len(result.problems)}})"
+            )
     return {
         "records": n,
         "record_bytes_avg": round(path.stat().st_size / n, 1),

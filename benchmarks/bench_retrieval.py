@@ -32,9 +32,11 @@ MODEL = "all-MiniLM-L6-v2"
 K = 10
 
 
-def load_scifact(limit: int | None) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, set[str]]]:
-    corpus = [json.loads(l) for l in require_data("scifact", "corpus.jsonl").open()]
-    queries = [json.loads(l) for l in require_data("scifact", "queries.jsonl").open()]
+def load_scifact(
+    limit: int | None,
+) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, set[str]]]:
+    corpus = [json.loads(line) for line in require_data("scifact", "corpus.jsonl").open()]
+    queries = [json.loads(line) for line in require_data("scifact", "queries.jsonl").open()]
     qrels: dict[str, set[str]] = defaultdict(set)
     with require_data("scifact", "qrels.tsv").open() as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
@@ -72,19 +74,28 @@ def run(limit: int | None) -> dict[str, Any]:
 
     start = time.perf_counter()
     doc_vectors = model.encode(
-        [f"{d['title']} {d['text']}" for d in corpus], batch_size=64,
-        normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
+        [f"{d['title']} {d['text']}" for d in corpus],
+        batch_size=64,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
     )
     exact_seconds = time.perf_counter() - start
     ids = [d["id"] for d in corpus]
     sims = query_vectors @ doc_vectors.T
-    exact_runs = {q["id"]: [ids[i] for i in np.argsort(-sims[n])[:K]] for n, q in enumerate(queries)}
+    exact_runs = {
+        q["id"]: [ids[i] for i in np.argsort(-sims[n])[:K]] for n, q in enumerate(queries)
+    }
 
     with server() as url, fresh_database(url) as db, Platform(db, settings()) as platform:
         platform.create_collection("scifact", model=MODEL)
-        platform.ingest("scifact", [{"id": d["id"], "text": f"{d['title']}\n\n{d['text']}"} for d in corpus])
+        platform.ingest(
+            "scifact", [{"id": d["id"], "text": f"{d['title']}\n\n{d['text']}"} for d in corpus]
+        )
         start = time.perf_counter()
-        report = sync(lambda: psycopg.connect(libpq_url(db)), lambda name: embedder, "scifact", SyncOptions())
+        report = sync(
+            lambda: psycopg.connect(libpq_url(db)), lambda name: embedder, "scifact", SyncOptions()
+        )
         sync_seconds = time.perf_counter() - start
         from embedplat.search import search_vector
 

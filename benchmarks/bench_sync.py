@@ -19,7 +19,6 @@ import random
 import time
 from typing import Any
 
-import numpy as np
 import psycopg
 
 from embedplat.api import Platform
@@ -47,7 +46,9 @@ def _scifact_docs(n: int) -> list[dict[str, Any]]:
 
 
 def _sync(url: str, factory, collection: str, **options: Any):
-    return sync(lambda: psycopg.connect(libpq_url(url)), factory, collection, SyncOptions(**options))
+    return sync(
+        lambda: psycopg.connect(libpq_url(url)), factory, collection, SyncOptions(**options)
+    )
 
 
 def throughput(server_url: str, n_docs: int) -> dict[str, Any]:
@@ -58,12 +59,26 @@ def throughput(server_url: str, n_docs: int) -> dict[str, Any]:
     embedder.embed(["warm up the model"] * 8)
     counter = embedder.token_counter()
     info_tokens, info_overlap = 200, 32
-    texts = [c.text for r in rows for c in chunk_text(r["text"], max_tokens=info_tokens, overlap=info_overlap, counter=counter)]
+    texts = [
+        c.text
+        for r in rows
+        for c in chunk_text(
+            r["text"], max_tokens=info_tokens, overlap=info_overlap, counter=counter
+        )
+    ]
     start = time.perf_counter()
-    model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    model.encode(
+        texts,
+        batch_size=64,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
     raw = time.perf_counter() - start
     with fresh_database(server_url) as db, Platform(db, settings()) as platform:
-        platform.create_collection("scifact", model=MODEL, chunk_tokens=info_tokens, chunk_overlap=info_overlap)
+        platform.create_collection(
+            "scifact", model=MODEL, chunk_tokens=info_tokens, chunk_overlap=info_overlap
+        )
         platform.ingest("scifact", rows)
         start = time.perf_counter()
         report = _sync(db, lambda name: embedder, "scifact", batch_size=64, build_index=False)
@@ -101,7 +116,10 @@ def _edit_one_paragraph(text: str, rng: random.Random) -> str:
 def incremental(server_url: str, n_records: int) -> dict[str, Any]:
     docs = _scifact_docs(n_records * 4)
     rows = [
-        {"id": f"multi-{i}", "text": "\n\n".join(f"{d['title']}. {d['text']}" for d in docs[4 * i : 4 * i + 4])}
+        {
+            "id": f"multi-{i}",
+            "text": "\n\n".join(f"{d['title']}. {d['text']}" for d in docs[4 * i : 4 * i + 4]),
+        }
         for i in range(n_records)
     ]
     embedder = load_embedder(MODEL)
@@ -136,9 +154,17 @@ def noop(server_url: str, n_records: int) -> dict[str, Any]:
     embedder = HashEmbedder(64)
     with fresh_database(server_url) as db, Platform(db, settings()) as platform:
         platform.create_collection("big", model=embedder.name)
-        platform.ingest("big", ({"id": f"r{i}", "text": f"record {i} with a few words of text"} for i in range(n_records)))
+        platform.ingest(
+            "big",
+            (
+                {"id": f"r{i}", "text": f"record {i} with a few words of text"}
+                for i in range(n_records)
+            ),
+        )
         start = time.perf_counter()
-        first = _sync(db, lambda name: embedder, "big", batch_size=512, record_batch=2000, build_index=False)
+        _sync(
+            db, lambda name: embedder, "big", batch_size=512, record_batch=2000, build_index=False
+        )
         first_seconds = time.perf_counter() - start
         timings = []
         for _ in range(3):
@@ -159,7 +185,13 @@ def noop(server_url: str, n_records: int) -> dict[str, Any]:
 
 def index_timing(server_url: str, n_records: int) -> dict[str, Any]:
     embedder = HashEmbedder(384)
-    rows = [{"id": f"r{i}", "text": " ".join(random.Random(i).choices(list("abcdefghijklmnopqrstuvwxyz"), k=40))} for i in range(n_records)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "text": " ".join(random.Random(i).choices(list("abcdefghijklmnopqrstuvwxyz"), k=40)),
+        }
+        for i in range(n_records)
+    ]
     out: dict[str, Any] = {"vectors": n_records, "dimensions": 384}
     for mode in ("index_after_backfill", "index_before_backfill"):
         with fresh_database(server_url) as db, Platform(db, settings()) as platform:
@@ -186,10 +218,14 @@ def index_timing(server_url: str, n_records: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=300, help="SciFact docs for throughput")
-    parser.add_argument("--multi", type=int, default=50, help="multi-paragraph records for incremental")
+    parser.add_argument(
+        "--multi", type=int, default=50, help="multi-paragraph records for incremental"
+    )
     parser.add_argument("--noop", type=int, default=100_000)
     parser.add_argument("--index", type=int, default=20_000)
-    parser.add_argument("--only", choices=["throughput", "incremental", "noop", "index"], action="append")
+    parser.add_argument(
+        "--only", choices=["throughput", "incremental", "noop", "index"], action="append"
+    )
     args = parser.parse_args()
     only = set(args.only or ["throughput", "incremental", "noop", "index"])
     with server() as url:

@@ -73,7 +73,9 @@ def settings() -> Settings:
 def require_data(*parts: str) -> Path:
     path = DATA.joinpath(*parts)
     if not path.exists():
-        raise SystemExit(f"benchmark data not found: {path} (expected ../shared/data next to the repo)")
+        raise SystemExit(
+            f"benchmark data not found: {path} (expected ../shared/data next to the repo)"
+        )
     return path
 
 

@@ -43,7 +43,9 @@ def _docker_answers() -> bool:
 def _with_database(url: str, database: str) -> str:
     base = libpq_url(url)
     head, _, query = base.partition("?")
-    head = re.sub(r"/[^/]*$", f"/{database}", head) if head.count("/") >= 3 else f"{head}/{database}"
+    head = (
+        re.sub(r"/[^/]*$", f"/{database}", head) if head.count("/") >= 3 else f"{head}/{database}"
+    )
     return head + (f"?{query}" if query else "")
 
 
@@ -77,11 +79,17 @@ def template_db(pg_server: str) -> Iterator[str]:
     """Name of a database migrated to head, used as the template for every test database."""
     name = f"embedplat_tpl_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(libpq_url(pg_server), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                sql.Identifier(name)
+            )
+        )
     migrate.upgrade(_with_database(pg_server, name))
     yield name
     with psycopg.connect(libpq_url(pg_server), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def _fresh_database(pg_server: str, template: str) -> Iterator[str]:
@@ -96,7 +104,9 @@ def _fresh_database(pg_server: str, template: str) -> Iterator[str]:
         yield _with_database(pg_server, name)
     finally:
         with psycopg.connect(libpq_url(pg_server), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture

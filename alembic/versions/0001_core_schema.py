@@ -229,9 +229,7 @@ def upgrade() -> None:
         sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("leased_by", sa.Text(), nullable=True),
         _created_at("enqueued_at"),
-        sa.CheckConstraint(
-            "state IN ('pending', 'failed')", name="ck_embedding_queue_state_known"
-        ),
+        sa.CheckConstraint("state IN ('pending', 'failed')", name="ck_embedding_queue_state_known"),
         sa.ForeignKeyConstraint(
             ["chunk_id"],
             [f"{S}.chunks.id"],

@@ -23,8 +23,8 @@ from embedplat.db.connection import check_database, connect, libpq_url, resolve_
 from embedplat.embedders import Embedder, load_embedder
 from embedplat.errors import CollectionNotFoundError, SchemaNotReadyError
 from embedplat.ingest import RecordInput, records_from_dicts
-from embedplat.status import CollectionStatus, collection_status
 from embedplat.search import SearchHit, check_query_model, search_vector
+from embedplat.status import CollectionStatus, collection_status
 from embedplat.store import IngestResult, OnError, upsert_records
 from embedplat.sync import (
     Progress,
@@ -183,7 +183,9 @@ class Platform:
 
     def embedder(self, model: str) -> Embedder:
         """The embedder for ``model`` (loaded once per process)."""
-        return load_embedder(model, device=self.settings.device, batch_size=self.settings.batch_size)
+        return load_embedder(
+            model, device=self.settings.device, batch_size=self.settings.batch_size
+        )
 
     def new_connection(self) -> Connection:
         """A dedicated (non-pooled) connection, for long-running work such as sync."""

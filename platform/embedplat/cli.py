@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -42,13 +42,13 @@ T = TypeVar("T")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-class InputFormat(str, Enum):
+class InputFormat(StrEnum):
     jsonl = "jsonl"
     csv = "csv"
     text = "text"
 
 
-class OnErrorChoice(str, Enum):
+class OnErrorChoice(StrEnum):
     fail = "fail"
     skip = "skip"
 
@@ -213,7 +213,9 @@ def _warn_if_external(settings: Settings) -> None:
 def collection_create(
     name: str,
     model: Annotated[str, typer.Option(help="Embedding model name.")] = DEFAULT_MODEL,
-    chunk_tokens: Annotated[int, typer.Option(help="Target tokens per chunk.")] = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: Annotated[
+        int, typer.Option(help="Target tokens per chunk.")
+    ] = DEFAULT_CHUNK_TOKENS,
     chunk_overlap: Annotated[
         int, typer.Option(help="Tokens shared by neighbouring chunks of a long paragraph.")
     ] = DEFAULT_CHUNK_OVERLAP,
@@ -409,7 +411,9 @@ class _SyncBar:
         self._progress.stop()
 
     def start(self, collection: str, records: int, chunks: int) -> None:
-        self._records = self._progress.add_task(f"{collection}: chunk records", total=records, rate="")
+        self._records = self._progress.add_task(
+            f"{collection}: chunk records", total=records, rate=""
+        )
         self._chunks = self._progress.add_task(f"{collection}: embed chunks", total=chunks, rate="")
 
     def chunked(self, records: int, new_chunks: int) -> None:
@@ -483,10 +487,12 @@ def sync(
 @app.command()
 def search(
     collection: str,
-    query: Annotated[list[str] | None, typer.Argument(help="Query text (words are joined).")] = None,
+    query: Annotated[
+        list[str] | None, typer.Argument(help="Query text (words are joined).")
+    ] = None,
     queries: Annotated[
         Path | None,
-        typer.Option("--queries", help="JSON Lines file of {\"text\", \"id\"?} queries."),
+        typer.Option("--queries", help='JSON Lines file of {"text", "id"?} queries.'),
     ] = None,
     k: Annotated[int, typer.Option("-k", help="Records per query.")] = 10,
     filter_json: Annotated[
@@ -551,7 +557,11 @@ def _load_queries(words: list[str] | None, path: Path | None) -> list[tuple[Any,
             obj = json.loads(line)
         except ValueError as exc:
             raise InvalidInputError(f"{path}:{number}: not valid JSON ({exc})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("text"), str)
+            or not obj["text"].strip()
+        ):
             raise InvalidInputError(f'{path}:{number}: expected an object with a "text" string')
         batch.append((obj.get("id", len(batch)), obj["text"]))
     if not batch:
@@ -579,8 +589,19 @@ def status(json_out: JsonFlag = False) -> None:
         from rich.table import Table
 
         table = Table()
-        for column in ("collection", "model", "records", "chunks", "embedded", "stale", "failed", "lag"):
-            table.add_column(column, justify="left" if column in ("collection", "model") else "right")
+        for column in (
+            "collection",
+            "model",
+            "records",
+            "chunks",
+            "embedded",
+            "stale",
+            "failed",
+            "lag",
+        ):
+            table.add_column(
+                column, justify="left" if column in ("collection", "model") else "right"
+            )
         for row in rows:
             lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:.0f}s"
             table.add_row(

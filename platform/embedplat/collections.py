@@ -122,8 +122,7 @@ def drop_collection(conn: Connection, name: str) -> None:
     info = get_collection(conn, name)
     # Partial ANN indexes name the collection id in their predicate; drop them with it.
     rows = conn.execute(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = 'embedplat' "
-        "AND indexname LIKE %s",
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'embedplat' AND indexname LIKE %s",
         (f"ix_embeddings_ann_c{info.id}_%",),
     ).fetchall()
     for (index_name,) in rows:

@@ -74,7 +74,7 @@ def search_vector(
     if not np.all(np.isfinite(array)):
         raise InvalidInputError("a query vector must not contain NaN or infinity")
     if filter is not None and not isinstance(filter, Mapping):
-        raise InvalidInputError("filter must be a JSON object, e.g. {\"topic\": \"sport\"}")
+        raise InvalidInputError('filter must be a JSON object, e.g. {"topic": "sport"}')
     try:
         rows = conn.execute(
             "SELECT id, chunk, similarity, metadata "

@@ -167,10 +167,10 @@ def _flush(
             for row in batch:
                 copy.write_row(row)
         cur.execute(_UPSERT, {"collection_id": collection_id})
-        row = cur.fetchone()
-        assert row is not None
+        counts = cur.fetchone()
+        assert counts is not None
         cur.execute("TRUNCATE embedplat_ingest_staging")
-    result.inserted += row[0]
-    result.updated += row[1]
-    result.metadata_updated += row[2]
-    result.unchanged += row[3]
+    result.inserted += int(counts[0])
+    result.updated += int(counts[1])
+    result.metadata_updated += int(counts[2])
+    result.unchanged += int(counts[3])

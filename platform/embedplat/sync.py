@@ -731,4 +731,3 @@ def reconcile(conn: Connection, collection_id: int | None = None) -> ReconcileRe
             params,
         ).rowcount
     return report
-

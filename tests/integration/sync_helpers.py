@@ -69,8 +69,13 @@ def main() -> None:
         lambda: psycopg.connect(libpq_url(url)),
         lambda name: embedder,
         collection,
-        SyncOptions(batch_size=4, claim_factor=1, lease_seconds=int(lease), record_batch=5,
-                    build_index=False),
+        SyncOptions(
+            batch_size=4,
+            claim_factor=1,
+            lease_seconds=int(lease),
+            record_batch=5,
+            build_index=False,
+        ),
     )
     print(json.dumps(report.to_json()))
 

@@ -76,7 +76,11 @@ def test_collections_and_ingest_json(url_env: dict[str, str], tmp_path: Path) ->
     run(["collection", "create", "c1", "--model", "test-hash-16", "--chunk-tokens", "50"], url_env)
     dup = run(["collection", "create", "c1"], url_env, check=False)
     assert dup.returncode == 1 and "already exists" in dup.stderr
-    bad = run(["collection", "create", "c2", "--chunk-tokens", "10", "--chunk-overlap", "10"], url_env, check=False)
+    bad = run(
+        ["collection", "create", "c2", "--chunk-tokens", "10", "--chunk-overlap", "10"],
+        url_env,
+        check=False,
+    )
     assert bad.returncode == 1 and "--chunk-overlap" in bad.stderr
     listing = json.loads(run(["collection", "list", "--json"], url_env).stdout)
     assert [c["name"] for c in listing["collections"]] == ["c1"]
@@ -86,15 +90,25 @@ def test_collections_and_ingest_json(url_env: dict[str, str], tmp_path: Path) ->
     failed = run(["ingest", "c1", str(data), "--json"], url_env, check=False)
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["problems"][0]["line"] == 2
-    skipped = json.loads(run(["ingest", "c1", str(data), "--on-error", "skip", "--json"], url_env).stdout)
+    skipped = json.loads(
+        run(["ingest", "c1", str(data), "--on-error", "skip", "--json"], url_env).stdout
+    )
     assert (skipped["inserted"], skipped["rejected"]) == (2, 1)
     stdin = run(["ingest", "c1", "-", "--json"], url_env, stdin='{"id": "d", "text": "four"}\n')
     assert json.loads(stdin.stdout)["inserted"] == 1
 
     status = json.loads(run(["status", "--json"], url_env).stdout)
     (c1,) = status["collections"]
-    assert {k: c1[k] for k in ("name", "model", "records", "chunks", "embedded", "stale", "failed")} == {
-        "name": "c1", "model": "test-hash-16", "records": 3, "chunks": 0, "embedded": 0, "stale": 3, "failed": 0,
+    assert {
+        k: c1[k] for k in ("name", "model", "records", "chunks", "embedded", "stale", "failed")
+    } == {
+        "name": "c1",
+        "model": "test-hash-16",
+        "records": 3,
+        "chunks": 0,
+        "embedded": 0,
+        "stale": 3,
+        "failed": 0,
     }
     refused = run(["collection", "drop", "c1"], url_env, check=False)
     assert refused.returncode == 2
@@ -109,7 +123,19 @@ def test_whole_job_on_the_embedded_default_with_the_real_model(tmp_path: Path) -
         run(["init"], env)
         run(["init"], env)  # idempotent
         ingest = json.loads(
-            run(["ingest", "docs", str(SAMPLE), "--text-field", "title", "--text-field", "text", "--json"], env).stdout
+            run(
+                [
+                    "ingest",
+                    "docs",
+                    str(SAMPLE),
+                    "--text-field",
+                    "title",
+                    "--text-field",
+                    "text",
+                    "--json",
+                ],
+                env,
+            ).stdout
         )
         assert ingest["inserted"] == 24
         report = json.loads(run(["sync", "--json"], env).stdout)
@@ -118,15 +144,34 @@ def test_whole_job_on_the_embedded_default_with_the_real_model(tmp_path: Path) -
 
         queries = tmp_path / "q.jsonl"
         queries.write_text(
-            json.dumps({"id": "tomato", "text": "how do I keep tomatoes healthy"}) + "\n"
-            + json.dumps({"text": "distance light travels in a year"}) + "\n"
+            json.dumps({"id": "tomato", "text": "how do I keep tomatoes healthy"})
+            + "\n"
+            + json.dumps({"text": "distance light travels in a year"})
+            + "\n"
         )
-        lines = [json.loads(l) for l in run(["search", "docs", "--queries", str(queries), "-k", "3", "--json"], env).stdout.splitlines()]
-        assert [l["query_id"] for l in lines] == ["tomato", 1]
+        lines = [
+            json.loads(line)
+            for line in run(
+                ["search", "docs", "--queries", str(queries), "-k", "3", "--json"], env
+            ).stdout.splitlines()
+        ]
+        assert [entry["query_id"] for entry in lines] == ["tomato", 1]
         assert {h["id"] for h in lines[0]["hits"][:2]} == {"garden-001", "garden-001-copy"}
         assert lines[1]["hits"][0]["id"] in {"astro-003", "astro-003-dup"}
         filtered = json.loads(
-            run(["search", "docs", "tomato", "-k", "3", "--filter", '{"topic": "cooking"}', "--json"], env).stdout
+            run(
+                [
+                    "search",
+                    "docs",
+                    "tomato",
+                    "-k",
+                    "3",
+                    "--filter",
+                    '{"topic": "cooking"}',
+                    "--json",
+                ],
+                env,
+            ).stdout
         )
         assert filtered["hits"][0]["id"] == "cook-001"
         assert all(h["metadata"]["topic"] == "cooking" for h in filtered["hits"])
@@ -135,7 +180,21 @@ def test_whole_job_on_the_embedded_default_with_the_real_model(tmp_path: Path) -
         assert status["stale"] == 0 and status["embedded"] == status["chunks"] > 0
 
         # Unchanged re-ingest and sync: no work at all.
-        again = json.loads(run(["ingest", "docs", str(SAMPLE), "--text-field", "title", "--text-field", "text", "--json"], env).stdout)
+        again = json.loads(
+            run(
+                [
+                    "ingest",
+                    "docs",
+                    str(SAMPLE),
+                    "--text-field",
+                    "title",
+                    "--text-field",
+                    "text",
+                    "--json",
+                ],
+                env,
+            ).stdout
+        )
         assert again["unchanged"] == 24
         assert json.loads(run(["sync", "--json"], env).stdout)["chunks_embedded"] == 0
 

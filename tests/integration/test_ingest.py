@@ -15,7 +15,9 @@ from embedplat.errors import IngestError
 from embedplat.ingest import read_records
 
 
-def _records(url: str, collection: str = "docs") -> dict[str, tuple[str, dict[str, Any], bytes | None, bytes]]:
+def _records(
+    url: str, collection: str = "docs"
+) -> dict[str, tuple[str, dict[str, Any], bytes | None, bytes]]:
     with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute(
             "SELECT r.external_id, r.content, r.metadata, r.chunked_hash, r.content_hash "
@@ -74,7 +76,12 @@ def test_upsert_semantics(platform: Platform, db_url: str) -> None:
             {"id": "new", "text": "brand new"},
         ],
     )
-    assert (result.inserted, result.updated, result.metadata_updated, result.unchanged) == (1, 1, 1, 1)
+    assert (result.inserted, result.updated, result.metadata_updated, result.unchanged) == (
+        1,
+        1,
+        1,
+        1,
+    )
     after = _records(db_url)
     # Only the changed content (and the new record) need work; metadata-only does not.
     assert _stale_ids(db_url) == {"edit", "new"}
@@ -139,7 +146,9 @@ def test_csv_and_text_directory(platform: Platform, db_url: str, tmp_path: Path)
 def test_bad_row_fail_mode_writes_nothing_and_keeps_stored_data(
     platform: Platform, db_url: str, tmp_path: Path, payload: bytes, line: int
 ) -> None:
-    platform.ingest("docs", [{"id": "ok", "text": "stored before"}, {"id": "other", "text": "keep"}])
+    platform.ingest(
+        "docs", [{"id": "ok", "text": "stored before"}, {"id": "other", "text": "keep"}]
+    )
     before = _records(db_url)
     path = _write(tmp_path / "bad.jsonl", payload)
     with pytest.raises(IngestError) as info:

@@ -16,7 +16,20 @@ from embedplat.errors import ModelMismatchError
 from embedplat.search import search_vector
 from embedplat.sync import SyncOptions, sync
 
-WORDS = "apple banana cherry delta echo forest granite harbor island jungle kettle lemon".split()
+WORDS = [
+    "apple",
+    "banana",
+    "cherry",
+    "delta",
+    "echo",
+    "forest",
+    "granite",
+    "harbor",
+    "island",
+    "jungle",
+    "kettle",
+    "lemon",
+]
 
 
 def _corpus(n: int) -> list[dict[str, object]]:
@@ -25,7 +38,11 @@ def _corpus(n: int) -> list[dict[str, object]]:
         {
             "id": f"r{i:04d}",
             "text": " ".join(rng.choice(WORDS, size=8)),
-            "metadata": {"bucket": i % 100, "even": i % 2 == 0, "tag": "rare" if i % 100 == 0 else "common"},
+            "metadata": {
+                "bucket": i % 100,
+                "even": i % 2 == 0,
+                "tag": "rare" if i % 100 == 0 else "common",
+            },
         }
         for i in range(n)
     ]
@@ -49,7 +66,9 @@ def corpus(platform: Platform, db_url: str) -> list[dict[str, object]]:
     return rows
 
 
-def _exact(rows: list[dict[str, object]], query: np.ndarray, k: int, keep=lambda r: True) -> list[str]:
+def _exact(
+    rows: list[dict[str, object]], query: np.ndarray, k: int, keep=lambda r: True
+) -> list[str]:
     embedder = HashEmbedder(64)
     kept = [r for r in rows if keep(r)]
     vectors = embedder.embed([str(r["text"]) for r in kept])
@@ -116,7 +135,9 @@ def test_filter_matching_nothing_returns_no_rows(platform: Platform, corpus) -> 
 def test_one_row_per_record_with_its_best_chunk(platform: Platform, db_url: str) -> None:
     platform.create_collection("docs", model="test-hash-64", chunk_tokens=12, chunk_overlap=0)
     long_text = "\n\n".join(f"apple banana paragraph {i} " + "filler " * 8 for i in range(6))
-    platform.ingest("docs", [{"id": "long", "text": long_text}, {"id": "other", "text": "granite harbor"}])
+    platform.ingest(
+        "docs", [{"id": "long", "text": long_text}, {"id": "other", "text": "granite harbor"}]
+    )
     _sync(db_url)
     query = HashEmbedder(64).embed(["apple banana paragraph 3"])[0]
     with platform.connection() as conn:

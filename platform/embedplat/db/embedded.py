@@ -16,7 +16,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ class EmbeddedServer:
         """Report whether the server runs, without starting it."""
         info = self._postmaster_info()
         running = info is not None and _pid_alive(info[0])
-        pid, port = (info if running and info is not None else (None, None))
+        pid, port = info if running and info is not None else (None, None)
         return ServerStatus(
             running=running,
             pid=pid,
@@ -154,7 +154,7 @@ class EmbeddedServer:
         if user is not None:
             self._hand_over_to(user)
         try:
-            pg.initdb(  # type: ignore[attr-defined]
+            pg.initdb(
                 ["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-U", SUPERUSER],
                 pgdata=self.data_dir,
                 user=user,
@@ -208,8 +208,16 @@ class EmbeddedServer:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         try:
             self._pg_ctl(
-                ["-w", "-t", str(_START_TIMEOUT_S), "-o", " ".join(options), "-l",
-                 str(self.data_dir / "server.log"), "start"],
+                [
+                    "-w",
+                    "-t",
+                    str(_START_TIMEOUT_S),
+                    "-o",
+                    " ".join(options),
+                    "-l",
+                    str(self.data_dir / "server.log"),
+                    "start",
+                ],
                 timeout=_START_TIMEOUT_S + 10,
             )
         except subprocess.CalledProcessError as exc:
@@ -225,7 +233,7 @@ class EmbeddedServer:
 
     def _pg_ctl(self, args: list[str], *, timeout: float) -> None:
         pg = _pg_commands()
-        pg.pg_ctl(args, pgdata=self.data_dir, user=self._system_user(), timeout=timeout)  # type: ignore[attr-defined]
+        pg.pg_ctl(args, pgdata=self.data_dir, user=self._system_user(), timeout=timeout)
 
     def _ensure_database(self, port: int) -> None:
         import psycopg
@@ -236,10 +244,9 @@ class EmbeddedServer:
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
             ).fetchone()
             if exists is None:
-                try:
+                # Another process may create it between our check and our CREATE.
+                with suppress(psycopg.errors.DuplicateDatabase):
                     conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-                except psycopg.errors.DuplicateDatabase:
-                    pass
 
     def _read_state(self) -> dict[str, Any]:
         try:

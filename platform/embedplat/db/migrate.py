@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from embedplat.db.sqlfiles import resource_dir
-
 from alembic import command
 from alembic.config import Config
 
 from embedplat.db.connection import connect, sqlalchemy_url
+from embedplat.db.sqlfiles import resource_dir
 from embedplat.errors import DatabaseUnavailableError
 
 

@@ -128,6 +128,8 @@ def upsert_records(
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     result = IngestResult()
+    # The de-duplicating sort of a 20k-row round spills to disk under the default 4 MB.
+    conn.execute("SET LOCAL work_mem = '64MB'")
     conn.execute(_CREATE_STAGING)
     batch: list[tuple[int, str, str, str]] = []
     seq = 0

@@ -43,11 +43,14 @@ def server() -> Iterator[str]:
         yield external
         return
     srv = EmbeddedServer(WORK / "pg", durable=True)
+    already_running = srv.status().running
     url = srv.start()
     try:
         yield url
     finally:
-        srv.stop()
+        # Leave a server that another benchmark process started running for it.
+        if not already_running:
+            srv.stop()
 
 
 @contextmanager

@@ -4,41 +4,78 @@ Readers never raise for a bad row: they yield an :class:`~embedplat.errors.Input
 the file and line, and the caller decides (``--on-error fail`` writes nothing from the batch,
 ``skip`` writes the good rows and lists the bad). They raise
 :class:`~embedplat.errors.InvalidInputError` only for unusable arguments (a missing path, an
-unknown format). Files are streamed line by line, never read whole (text files excepted: one
-record per file).
+unknown format, a folder given as JSONL or CSV). Files are streamed line by line, never read
+whole (text/markdown files excepted: one record per file, at most ``MAX_RECORD_BYTES``).
+
+Rules shared by every format:
+
+* the id is a non-blank string or an integer (turned into a string);
+* the text is the given text fields, each a string, joined with a blank line (``"\\n\\n"``);
+  missing, empty or blank fields are skipped, and a row with none of them is rejected;
+* the text is at most ``MAX_RECORD_BYTES`` bytes of UTF-8;
+* no NUL character (``\\u0000``) and no unpaired surrogate anywhere (PostgreSQL can store
+  neither in ``text`` nor in ``jsonb``);
+* duplicate ids within one input are *not* rejected here: both rows are yielded and the upsert
+  layer decides.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
+import math
+import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from embedplat.errors import InputProblem, InvalidInputError
 
-# PostgreSQL stores up to 1 GB per text value, but a record this large is almost certainly a
-# mistake (a whole dump in one field), and chunking it would stall a worker. Documented limit.
+__all__ = [
+    "FORMATS",
+    "MAX_LINE_BYTES",
+    "MAX_RECORD_BYTES",
+    "TEXT_SUFFIXES",
+    "RecordInput",
+    "detect_format",
+    "read_records",
+    "records_from_dicts",
+]
+
+#: The largest record text accepted, in bytes of UTF-8. PostgreSQL could store up to 1 GB, but a
+#: record this large is almost certainly a mistake (a whole dump in one field), and chunking it
+#: would stall a worker.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 
+#: A JSON line is rejected unparsed above this size. It is larger than ``MAX_RECORD_BYTES``
+#: because escapes (``\\u00e9``) and metadata make a line longer than its text; the cap keeps
+#: one runaway line from exhausting memory.
+MAX_LINE_BYTES = 8 * MAX_RECORD_BYTES
+
+FORMATS = ("jsonl", "csv", "text")
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
-_FORMATS = ("jsonl", "csv", "text")
 _SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "jsonl",
     ".csv": "csv",
     ".tsv": "csv",
-    **{suffix: "text" for suffix in TEXT_SUFFIXES},
+    **dict.fromkeys(TEXT_SUFFIXES, "text"),
 }
+_TITLE_CHARS = 200
+_EMPTY = "file is empty: no records"
+
 
 @dataclass(frozen=True, slots=True)
 class RecordInput:
-    """One good input row."""
+    """One good input row, ready for the upsert.
+
+    ``source`` is the file name, ``"<stdin>"`` or ``"<python>"``; ``line`` is the 1-based line
+    where the row starts (the row index for Python dicts), or ``None`` for whole-file records.
+    """
 
     external_id: str
     content: str
@@ -47,8 +84,25 @@ class RecordInput:
     line: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """Which fields of a row hold the id, the text and the metadata."""
+
+    id_field: str
+    text_fields: tuple[str, ...]
+    metadata_fields: tuple[str, ...] | None
+
+
+# -- public API -------------------------------------------------------------------------------
+
+
 def detect_format(path: str | Path) -> str:
-    """The input format implied by a path: its extension, ``text`` for folders, jsonl for -."""
+    """The input format implied by ``path``.
+
+    ``.jsonl``/``.ndjson``/``.json`` -> ``jsonl``; ``.csv``/``.tsv`` -> ``csv``;
+    ``.txt``/``.md``/``.markdown``/``.rst`` and folders -> ``text``; ``-`` (stdin) -> ``jsonl``.
+    Raises :class:`InvalidInputError` for any other extension.
+    """
     if str(path) == "-":
         return "jsonl"
     p = Path(path)
@@ -57,8 +111,8 @@ def detect_format(path: str | Path) -> str:
     fmt = _SUFFIX_FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise InvalidInputError(
-            f"{path}: cannot tell the format from the extension {p.suffix or '(none)'}; "
-            "pass --format jsonl|csv|text"
+            f"{path}: cannot tell the format from the extension {p.suffix or '(none)'!r}; "
+            f"pass --format {'|'.join(FORMATS)}"
         )
     return fmt
 
@@ -72,32 +126,42 @@ def read_records(
     metadata_fields: Sequence[str] | None = None,
     stdin: BinaryIO | None = None,
 ) -> Iterator[RecordInput | InputProblem]:
-    """Yield records (and problems) from files, folders or ``-`` (stdin), in order."""
-    if format is not None and format not in _FORMATS:
-        raise InvalidInputError(f"unknown format {format!r}; use one of {', '.join(_FORMATS)}")
+    """Yield records (and problems) from files, folders or ``-`` (stdin), in order.
+
+    ``format`` overrides the extension (see :func:`detect_format`); stdin defaults to JSONL.
+    ``metadata_fields=None`` keeps the ``metadata`` object of a JSON row, or every column that is
+    neither id nor text of a CSV row; otherwise exactly the named fields that are present.
+    Text files become one record each: id = path relative to the folder given (or the file
+    name), metadata = ``{"path", "title"}``.
+
+    Arguments are checked before anything is read: a missing path, an unknown format or
+    extension, or a folder given as JSONL/CSV raises :class:`InvalidInputError`.
+    """
+    if format is not None and format not in FORMATS:
+        raise InvalidInputError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     if not paths:
         raise InvalidInputError("no input paths given")
-    text_fields = tuple(text_fields) or ("text",)
-    # Check every path before reading any, so a typo fails before work starts.
+    if not id_field:
+        raise InvalidInputError("the id field name must not be empty")
+    fields = _fields(id_field, text_fields, metadata_fields)
+    # Check every path before reading any, so a typo fails before any work starts.
+    plan: list[tuple[str | Path, str]] = []
     for path in paths:
-        if str(path) != "-" and not Path(path).exists():
-            raise InvalidInputError(f"{path}: no such file or directory")
-        if format is None:
-            detect_format(path)
-    for path in paths:
-        fmt = format or detect_format(path)
         if str(path) == "-":
-            stream = stdin if stdin is not None else sys.stdin.buffer
-            yield from _read_stream(
-                stream, "<stdin>", fmt, id_field, text_fields, metadata_fields, path
+            plan.append((path, format or "jsonl"))
+            continue
+        if not Path(path).exists():
+            raise InvalidInputError(f"{path}: no such file or directory")
+        if not os.access(path, os.R_OK):
+            raise InvalidInputError(f"{path}: cannot read: permission denied")
+        fmt = format or detect_format(path)
+        if fmt != "text" and Path(path).is_dir():
+            raise InvalidInputError(
+                f"{path}: is a folder; folders are read as text/markdown files "
+                "(leave out --format or pass --format text)"
             )
-        elif fmt == "text":
-            yield from _read_text_files(Path(path))
-        else:
-            with open(path, "rb") as stream:
-                yield from _read_stream(
-                    stream, str(path), fmt, id_field, text_fields, metadata_fields, path
-                )
+        plan.append((path, fmt))
+    return _read_all(plan, fields, stdin)
 
 
 def records_from_dicts(
@@ -108,104 +172,239 @@ def records_from_dicts(
     metadata_fields: Sequence[str] | None = None,
     source: str = "<python>",
 ) -> Iterator[RecordInput | InputProblem]:
-    """Validate dicts (``Platform.ingest``'s input) the same way as file rows; line = 1-based index."""
+    """Validate Python mappings (``Platform.ingest``'s input) by the same rules as file rows.
+
+    ``line`` is the 1-based index of the row. Metadata must also be JSON-serialisable.
+    """
+    fields = _fields(id_field, text_fields, metadata_fields)
     for index, row in enumerate(rows, 1):
         if not isinstance(row, Mapping):
             yield InputProblem(source, index, f"expected a mapping, got {type(row).__name__}")
             continue
-        yield _record_from_mapping(
-            row, source, index, id_field, tuple(text_fields), metadata_fields
-        )
+        yield _record_from_mapping(row, source, index, fields, from_python=True)
 
 
-# -- streams ----------------------------------------------------------------------------------
+# -- dispatch ---------------------------------------------------------------------------------
+
+
+def _fields(
+    id_field: str, text_fields: Sequence[str], metadata_fields: Sequence[str] | None
+) -> _Fields:
+    if isinstance(text_fields, str):  # a lone string would be read as one field per letter
+        text_fields = (text_fields,)
+    if isinstance(metadata_fields, str):
+        metadata_fields = (metadata_fields,)
+    return _Fields(
+        id_field,
+        tuple(text_fields) or ("text",),
+        None if metadata_fields is None else tuple(metadata_fields),
+    )
+
+
+def _read_all(
+    plan: list[tuple[str | Path, str]], fields: _Fields, stdin: BinaryIO | None
+) -> Iterator[RecordInput | InputProblem]:
+    for path, fmt in plan:
+        if str(path) == "-":
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            if fmt == "text":
+                yield _text_record(stream.read(MAX_RECORD_BYTES + 1), "<stdin>", "stdin", "-")
+            else:
+                yield from _read_stream(stream, "<stdin>", fmt, fields, ",")
+        elif fmt == "text":
+            yield from _read_text_path(Path(path))
+        else:
+            delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
+            try:
+                file = open(path, "rb")  # noqa: SIM115 - closed by the with below
+            except OSError as exc:
+                raise InvalidInputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+            with file:
+                yield from _read_stream(file, str(path), fmt, fields, delimiter)
 
 
 def _read_stream(
-    stream: BinaryIO,
-    source: str,
-    fmt: str,
-    id_field: str,
-    text_fields: tuple[str, ...],
-    metadata_fields: Sequence[str] | None,
-    path: str | Path,
+    stream: BinaryIO, source: str, fmt: str, fields: _Fields, delimiter: str
 ) -> Iterator[RecordInput | InputProblem]:
     if fmt == "jsonl":
-        yield from _read_jsonl(stream, source, id_field, text_fields, metadata_fields)
-    elif fmt == "csv":
-        delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
-        yield from _read_csv(stream, source, id_field, text_fields, metadata_fields, delimiter)
-    else:  # text from stdin: the whole stream is one record
-        data = stream.read()
-        yield from _text_record(data, source, "stdin")
+        return _read_jsonl(stream, source, fields)
+    return _read_csv(stream, source, fields, delimiter)
+
+
+# -- JSON Lines -------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and jsonb refuses them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400 parses to inf, which jsonb would refuse later
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+# One decoder for the whole run: json.loads(..., parse_constant=...) would build one per line.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
+_decode = _JSON.decode
+_raw_decode = _JSON.raw_decode
 
 
 def _read_jsonl(
-    stream: BinaryIO,
-    source: str,
-    id_field: str,
-    text_fields: tuple[str, ...],
-    metadata_fields: Sequence[str] | None,
+    stream: BinaryIO, source: str, fields: _Fields
 ) -> Iterator[RecordInput | InputProblem]:
+    readline = stream.readline
+    limit = MAX_LINE_BYTES + 1  # read at the call, so tests can lower the limit
+    number = 0
     seen_any = False
-    for number, raw in enumerate(stream, 1):
-        if not raw.strip():
-            continue
-        seen_any = True
-        if len(raw) > MAX_RECORD_BYTES + 4096:
-            yield InputProblem(
-                source, number, f"line of {len(raw):,} bytes exceeds the {MAX_RECORD_BYTES:,}-byte record limit"
+    while True:
+        raw = readline(limit)
+        if not raw:
+            break
+        number += 1
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            size = len(raw) + _skip_rest_of_line(readline)
+            item: RecordInput | InputProblem | None = InputProblem(
+                source,
+                number,
+                f"line of {size:,} bytes is over the {MAX_LINE_BYTES:,}-byte line limit "
+                f"(a record's text may be at most {MAX_RECORD_BYTES:,} bytes)",
             )
-            continue
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield InputProblem(source, number, f"not valid UTF-8 (byte {exc.start})")
-            continue
-        try:
-            obj = json.loads(line, parse_constant=_reject_constant)
-        except ValueError as exc:
-            yield InputProblem(source, number, f"malformed JSON: {exc}")
-            continue
-        if not isinstance(obj, dict):
-            yield InputProblem(source, number, f"expected a JSON object, got {type(obj).__name__}")
-            continue
-        # JSON cannot carry a raw NUL byte, only the escape: skip the NUL scan when it is absent.
-        yield _record_from_mapping(
-            obj, source, number, id_field, text_fields, metadata_fields, b"\\u0000" in raw
-        )
+        else:
+            # Parsed in a helper so its copies of a long line (text, parsed object) are freed
+            # before the next line is read, not held alongside it.
+            item = _jsonl_item(raw, source, number, fields)
+        del raw
+        if item is not None:
+            seen_any = True
+            yield item
     if not seen_any:
-        yield InputProblem(source, None, "file is empty: no records")
+        yield InputProblem(source, None, _EMPTY)
+
+
+def _jsonl_item(
+    raw: bytes, source: str, number: int, fields: _Fields
+) -> RecordInput | InputProblem | None:
+    """One JSON line -> a record, a problem, or None for a blank line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InputProblem(source, number, _utf8_reason(exc, "of the line"))
+    try:
+        obj, end = _raw_decode(text)
+        if end < len(text) - 1:  # "\r\n", trailing spaces or extra data: decode() judges
+            obj = _decode(text)
+    except ValueError:
+        # The rare paths (blank line, byte-order mark, leading spaces) cost nothing on good
+        # lines; decode() gives the canonical error.
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            return None
+        try:
+            obj = _decode(text)
+        except ValueError as exc:
+            return InputProblem(source, number, _json_reason(exc))
+    if type(obj) is not dict:
+        return InputProblem(source, number, f"expected a JSON object, got {_type_name(obj)}")
+    # A NUL or an unpaired surrogate can only come from a \u escape: look only then.
+    return _record_from_mapping(obj, source, number, fields, check_chars=b"\\u" in raw)
+
+
+def _skip_rest_of_line(readline: Callable[[int], bytes]) -> int:
+    skipped = 0
+    while True:
+        chunk = readline(1024 * 1024)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def _json_reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON at column {exc.colno}: {exc.msg}"
+    return f"malformed JSON: {exc}"
+
+
+def _utf8_reason(exc: UnicodeDecodeError, where: str) -> str:
+    bad = exc.object[exc.start : exc.start + 4]
+    return (
+        f"not valid UTF-8: byte {exc.start} {where} ({bytes(bad)!r}); re-encode the file as UTF-8"
+    )
+
+
+# -- CSV / TSV --------------------------------------------------------------------------------
+
+
+class _CsvLines:
+    """Physical lines of a CSV stream, decoded one by one.
+
+    Decoding per line (rather than through a TextIOWrapper, which decodes 8 KB chunks) lets a
+    bad byte be reported at its own line; the line is still passed on (with surrogate escapes)
+    so the CSV parser stays in step and the row it belongs to is rejected.
+    """
+
+    __slots__ = ("bad_utf8", "count", "has_nul", "stream")
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.count = 0
+        self.bad_utf8: list[tuple[int, UnicodeDecodeError]] = []
+        self.has_nul: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.stream:
+            self.count += 1
+            if self.count == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.bad_utf8.append((self.count, exc))
+                text = raw.decode("utf-8", "surrogateescape")
+            if b"\x00" in raw:
+                self.has_nul.append(self.count)
+            yield text
 
 
 def _read_csv(
-    stream: BinaryIO,
-    source: str,
-    id_field: str,
-    text_fields: tuple[str, ...],
-    metadata_fields: Sequence[str] | None,
-    delimiter: str,
+    stream: BinaryIO, source: str, fields: _Fields, delimiter: str
 ) -> Iterator[RecordInput | InputProblem]:
-    csv.field_size_limit(2**31 - 1)  # read huge fields, then reject them by the size rule
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
-    reader = csv.reader(text, delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        yield InputProblem(source, None, "file is empty: no records")
+    # Read huge fields whole, so the size rule rejects them with a clear reason instead of the
+    # csv module failing with "field larger than field limit". The setting is process-wide.
+    csv.field_size_limit(2**31 - 1)
+    lines = _CsvLines(stream)
+    reader = csv.reader(lines, delimiter=delimiter)
+    header: list[str] | None = None
+    while header is None:
+        try:
+            row = next(reader)
+        except StopIteration:
+            yield InputProblem(source, None, _EMPTY)
+            return
+        except csv.Error as exc:
+            yield InputProblem(source, reader.line_num, f"malformed CSV header: {exc}")
+            return
+        if lines.bad_utf8:
+            number, error = lines.bad_utf8[0]
+            yield InputProblem(source, number, _utf8_reason(error, "of the header line"))
+            return
+        if row and any(v.strip() for v in row):
+            header = [name.strip() for name in row]
+    header_line = reader.line_num
+    problem = _check_header(header, fields)
+    if problem:
+        yield InputProblem(source, header_line, problem)
         return
-    except UnicodeDecodeError as exc:
-        yield InputProblem(source, 1, f"not valid UTF-8 (byte {exc.start})")
-        return
-    except csv.Error as exc:
-        yield InputProblem(source, 1, f"malformed CSV header: {exc}")
-        return
-    header = [h.strip() for h in header]
-    if metadata_fields is None:
-        # CSV has no nested objects: by default keep every column that is not id or text.
-        wanted_meta: Sequence[str] = [h for h in header if h != id_field and h not in text_fields]
+    width = len(header)
+    if fields.metadata_fields is None:
+        # A CSV cannot nest objects: by default every column that is not id or text is metadata.
+        meta = tuple(h for h in header if h != fields.id_field and h not in fields.text_fields)
+        row_fields = _Fields(fields.id_field, fields.text_fields, meta)
     else:
-        wanted_meta = metadata_fields
+        row_fields = fields
     seen_any = False
     start = reader.line_num + 1
     while True:
@@ -213,78 +412,122 @@ def _read_csv(
             values = next(reader)
         except StopIteration:
             break
-        except UnicodeDecodeError as exc:
-            yield InputProblem(source, start, f"not valid UTF-8 (byte {exc.start}); rest of file skipped")
-            return
         except csv.Error as exc:
+            seen_any = True
             yield InputProblem(source, start, f"malformed CSV: {exc}")
             start = reader.line_num + 1
             continue
-        line = start
-        start = reader.line_num + 1
-        if not values or all(not v.strip() for v in values):
-            continue
+        line, start = start, reader.line_num + 1
+        if not values or (len(values) == 1 and not values[0].strip()):
+            continue  # blank line
         seen_any = True
-        if len(values) != len(header):
+        if lines.bad_utf8 and lines.bad_utf8[-1][0] >= line:
+            number, error = next((n, e) for n, e in lines.bad_utf8 if n >= line)
+            yield InputProblem(source, line, _utf8_reason(error, f"of line {number}"))
+            continue
+        if len(values) != width:
             yield InputProblem(
-                source, line, f"expected {len(header)} columns as in the header, got {len(values)}"
+                source, line, f"expected {width} columns as in the header, got {len(values)}"
             )
             continue
-        row = dict(zip(header, values, strict=True))
-        yield _record_from_mapping(row, source, line, id_field, text_fields, wanted_meta)
+        check = bool(lines.has_nul) and lines.has_nul[-1] >= line
+        row_map = dict(zip(header, values, strict=True))
+        yield _record_from_mapping(row_map, source, line, row_fields, check_chars=check)
     if not seen_any:
-        yield InputProblem(source, None, "file is empty: no records")
+        yield InputProblem(source, None, _EMPTY)
 
 
-# -- text files -------------------------------------------------------------------------------
+def _check_header(header: list[str], fields: _Fields) -> str | None:
+    columns = ", ".join(header)
+    if fields.id_field not in header:
+        return (
+            f"the header has no id column {fields.id_field!r} (columns: {columns}); pass --id-field"
+        )
+    if not any(f in header for f in fields.text_fields):
+        names = ", ".join(map(repr, fields.text_fields))
+        return f"the header has no text column {names} (columns: {columns}); pass --text-field"
+    return None
 
 
-def _read_text_files(path: Path) -> Iterator[RecordInput | InputProblem]:
-    if path.is_file():
-        yield from _text_record(path.read_bytes(), str(path), path.name)
+# -- text / markdown files --------------------------------------------------------------------
+
+
+def _read_text_path(path: Path) -> Iterator[RecordInput | InputProblem]:
+    if not path.is_dir():
+        yield _text_file_record(path, path.name)
         return
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in TEXT_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
+    files: list[tuple[str, Path]] = []
+    for folder, dirnames, filenames in os.walk(path):
+        # Hidden folders (.git, .venv, ...) are pruned, not walked and then filtered.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") or not name.lower().endswith(TEXT_SUFFIXES):
+                continue
+            file = Path(folder, name)
+            files.append((file.relative_to(path).as_posix(), file))
     if not files:
-        yield InputProblem(str(path), None, f"no {', '.join(TEXT_SUFFIXES)} files in this folder")
-    for file in files:
-        yield from _text_record(file.read_bytes(), str(file), file.relative_to(path).as_posix())
-
-
-def _text_record(data: bytes, source: str, external_id: str) -> Iterator[RecordInput | InputProblem]:
-    if len(data) > MAX_RECORD_BYTES:
         yield InputProblem(
-            source, None, f"{len(data):,} bytes exceeds the {MAX_RECORD_BYTES:,}-byte record limit"
+            str(path), None, f"no {', '.join(TEXT_SUFFIXES)} files in this folder: no records"
         )
         return
+    files.sort()  # by relative path, so ids come out in the same order on every machine
+    for relative, file in files:
+        yield _text_file_record(file, relative)
+
+
+def _text_file_record(file: Path, relative: str) -> RecordInput | InputProblem:
+    source = str(file)
+    try:
+        size = file.stat().st_size
+        if size > MAX_RECORD_BYTES:  # checked before reading, so a huge file is never loaded
+            return InputProblem(source, None, _too_big(size))
+        data = file.read_bytes()
+    except OSError as exc:
+        return InputProblem(source, None, f"cannot read: {exc.strerror or exc}")
+    return _text_record(data, source, relative, relative)
+
+
+def _text_record(
+    data: bytes, source: str, external_id: str, path: str
+) -> RecordInput | InputProblem:
+    if len(data) > MAX_RECORD_BYTES:
+        return InputProblem(source, None, _too_big(len(data), at_least=True))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        yield InputProblem(source, line, f"not valid UTF-8 (byte {exc.start})")
-        return
-    if not text.strip():
-        yield InputProblem(source, None, "file is empty: no records")
-        return
+        line = data.count(b"\n", 0, exc.start) + 1
+        return InputProblem(source, None, _utf8_reason(exc, f"(line {line})"))
+    text = text.removeprefix("\ufeff")
+    if not text or text.isspace():
+        return InputProblem(source, None, _EMPTY)
     if "\x00" in text:
-        yield InputProblem(source, text[: text.index("\x00")].count("\n") + 1, "contains a NUL character")
-        return
-    yield RecordInput(
-        external_id, text, {"path": external_id, "title": _title(text)}, source, None
-    )
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        return InputProblem(
+            source, None, f"contains a NUL character (line {line}); PostgreSQL cannot store it"
+        )
+    return RecordInput(external_id, text, {"path": path, "title": _title(text)}, source, None)
 
 
 def _title(text: str) -> str:
-    for line in text.splitlines():
-        stripped = line.strip().lstrip("#").strip()
-        if stripped:
-            return stripped[:200]
-    return ""
+    """The first markdown heading, else the first non-empty line (front matter skipped)."""
+    lines = text.splitlines()
+    if lines and lines[0].strip() == "---":  # YAML front matter
+        end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+        if end is not None:
+            lines = lines[end + 1 :]
+    first = ""
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            heading = stripped.lstrip("#")
+            if not heading or heading[0] in " \t":
+                heading = heading.strip().rstrip("#").strip()
+                if heading:
+                    return heading[:_TITLE_CHARS]
+        first = first or stripped
+    return first[:_TITLE_CHARS]
 
 
 # -- validation shared by every format --------------------------------------------------------
@@ -294,70 +537,146 @@ def _record_from_mapping(
     row: Mapping[str, Any],
     source: str,
     line: int,
-    id_field: str,
-    text_fields: tuple[str, ...],
-    metadata_fields: Sequence[str] | None,
-    may_contain_nul: bool = True,
+    fields: _Fields,
+    *,
+    check_chars: bool = False,
+    from_python: bool = False,
 ) -> RecordInput | InputProblem:
+    """One row -> a record or a problem.
+
+    ``check_chars`` looks for NUL and unpaired surrogates everywhere; file readers ask for it
+    only when the raw line could hold one. ``from_python`` rows always get every check, since
+    Python values can hold anything.
+    """
+    id_field = fields.id_field
     raw_id = row.get(id_field)
-    if raw_id is None or raw_id == "":
+    if isinstance(raw_id, str):
+        external_id = raw_id
+    elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        external_id = str(raw_id)
+    elif raw_id is None:
         return InputProblem(source, line, f"missing id field {id_field!r}")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+    else:
         return InputProblem(
-            source, line, f"id field {id_field!r} must be a string or an integer, got {type(raw_id).__name__}"
+            source,
+            line,
+            f"id field {id_field!r} must be a string or an integer, got {_type_name(raw_id)}",
         )
-    external_id = str(raw_id)
-    if may_contain_nul and "\x00" in external_id:
-        return InputProblem(source, line, "id contains a NUL character")
+    if not external_id or external_id.isspace():
+        return InputProblem(source, line, f"missing id field {id_field!r} (the value is blank)")
 
-    parts: list[str] = []
-    for field in text_fields:
-        value = row.get(field)
-        if value is None or value == "":
-            continue
-        if not isinstance(value, str):
-            return InputProblem(
-                source, line, f"text field {field!r} must be a string, got {type(value).__name__}"
-            )
-        parts.append(value)
-    if not parts:
-        return InputProblem(
-            source, line, f"missing text field{'s' if len(text_fields) > 1 else ''} {', '.join(map(repr, text_fields))}"
-        )
-    content = parts[0] if len(parts) == 1 else "\n\n".join(parts)
-    if may_contain_nul and "\x00" in content:
-        return InputProblem(source, line, "text contains a NUL character (PostgreSQL cannot store it)")
-    # A character is at most 4 UTF-8 bytes: only long texts need the exact byte count.
-    if len(content) * 4 > MAX_RECORD_BYTES and len(content.encode("utf-8")) > MAX_RECORD_BYTES:
-        return InputProblem(
-            source, line, f"text exceeds the {MAX_RECORD_BYTES:,}-byte record limit"
-        )
+    text_fields = fields.text_fields
+    if len(text_fields) == 1:  # the common case, without building a list
+        value = row.get(text_fields[0])
+        if isinstance(value, str) and value and not value.isspace():
+            content = value
+        elif value is None or isinstance(value, str):
+            return InputProblem(source, line, _missing_text(text_fields))
+        else:
+            return InputProblem(source, line, _text_type(text_fields[0], value))
+    else:
+        parts: list[str] = []
+        for field in text_fields:
+            value = row.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                return InputProblem(source, line, _text_type(field, value))
+            if value and not value.isspace():
+                parts.append(value)
+        if not parts:
+            return InputProblem(source, line, _missing_text(text_fields))
+        content = "\n\n".join(parts)
+    # Up to 4 bytes per character: only long texts need encoding to be measured.
+    if len(content) * 4 > MAX_RECORD_BYTES:
+        # isascii() is O(1) in CPython: a long ASCII text needs no encoded copy to be measured.
+        size = len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))
+        if size > MAX_RECORD_BYTES:
+            return InputProblem(source, line, _too_big(size))
 
-    if metadata_fields is None:
-        metadata = row.get("metadata", {})
+    metadata: Any
+    if fields.metadata_fields is None:
+        metadata = row.get("metadata")
         if metadata is None:
             metadata = {}
-        if not isinstance(metadata, dict):
+        elif not isinstance(metadata, dict) and not (from_python and isinstance(metadata, Mapping)):
             return InputProblem(
-                source, line, f"metadata must be a JSON object, got {type(metadata).__name__}"
+                source,
+                line,
+                f"metadata must be a JSON object, got {_type_name(metadata)}",
             )
+        elif from_python:
+            metadata = dict(metadata)  # do not alias the caller's dict
     else:
-        metadata = {f: row[f] for f in metadata_fields if f in row}
-    if may_contain_nul and metadata and _has_nul(metadata):
-        return InputProblem(source, line, "metadata contains a NUL character (PostgreSQL cannot store it)")
-    return RecordInput(external_id, content, dict(metadata), source, line)
+        metadata = {f: row[f] for f in fields.metadata_fields if f in row}
+
+    if check_chars or from_python:
+        for what, value in (("id", external_id), ("text", content), ("metadata", metadata)):
+            bad = _bad_characters(value)
+            if bad:
+                return InputProblem(
+                    source, line, f"{what} contains {bad}, which PostgreSQL cannot store"
+                )
+    if from_python and metadata:
+        try:
+            json.dumps(metadata, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return InputProblem(source, line, f"metadata is not JSON-serialisable: {exc}")
+    return RecordInput(external_id, content, metadata, source, line)
 
 
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON and jsonb refuses them.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _has_nul(value: Any) -> bool:
+def _bad_characters(value: Any) -> str | None:
+    """What makes ``value`` unstorable in PostgreSQL text/jsonb, or None."""
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        if "\x00" in value:
+            return "a NUL character (\\u0000)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "an unpaired UTF-16 surrogate (e.g. \\ud800)"
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            bad = _bad_characters(key) or _bad_characters(item)
+            if bad:
+                return bad
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            bad = _bad_characters(item)
+            if bad:
+                return bad
+    return None
+
+
+def _missing_text(text_fields: tuple[str, ...]) -> str:
+    plural = "s" if len(text_fields) > 1 else ""
+    names = ", ".join(map(repr, text_fields))
+    return f"missing text field{plural} {names} (absent, empty or blank)"
+
+
+def _text_type(field: str, value: Any) -> str:
+    return f"text field {field!r} must be a string, got {_type_name(value)}"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _too_big(size: int, *, at_least: bool = False) -> str:
+    amount = f"more than {MAX_RECORD_BYTES:,}" if at_least else f"{size:,}"
+    return (
+        f"record of {amount} bytes is over the {MAX_RECORD_BYTES:,}-byte limit "
+        "(MAX_RECORD_BYTES); split it into several records"
+    )

@@ -137,9 +137,9 @@ def test_whole_job_on_the_embedded_default_with_the_real_model(tmp_path: Path) -
                 env,
             ).stdout
         )
-        assert ingest["inserted"] == 24
+        assert ingest["inserted"] == 40
         report = json.loads(run(["sync", "--json"], env).stdout)
-        assert report["records_chunked"] == 24 and report["chunks_embedded"] > 0
+        assert report["records_chunked"] == 40 and report["chunks_embedded"] > 0
         assert report["chunks_failed"] == 0 and report["indexes_built"]
 
         queries = tmp_path / "q.jsonl"
@@ -195,12 +195,12 @@ def test_whole_job_on_the_embedded_default_with_the_real_model(tmp_path: Path) -
                 env,
             ).stdout
         )
-        assert again["unchanged"] == 24
+        assert again["unchanged"] == 40
         assert json.loads(run(["sync", "--json"], env).stdout)["chunks_embedded"] == 0
 
         url = run(["db", "url"], env).stdout.strip()
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT count(*) FROM embedplat.records").fetchone() == (24,)
+            assert conn.execute("SELECT count(*) FROM embedplat.records").fetchone() == (40,)
         db_status = json.loads(run(["db", "status", "--json"], env).stdout)
         assert db_status["running"] is True
     finally:

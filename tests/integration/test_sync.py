@@ -202,7 +202,7 @@ def test_poison_item_is_retried_parked_reported_and_does_not_block(
             "SELECT record_id, attempts, last_error FROM embedplat.failed_work"
         ).fetchall()
     assert len(rows) == 1 and rows[0][0] == "bad" and rows[0][1] == 3
-    assert "injected failure" in rows[0][2]
+    assert "injected embedding failure" in rows[0][2]
 
     assert docs.retry_failed("docs") == 1
     assert docs.status()[0].failed == 0

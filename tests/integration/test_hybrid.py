@@ -1,0 +1,346 @@
+"""embedplat.hybrid_search: reciprocal rank fusion of full-text and vector ranks, checked
+against a fusion computed in Python from exact vector ranks and an independent text ranking;
+weights, filters, web-search syntax, the tsvector column and its GIN index, CLI and Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from embedplat.api import Platform
+from embedplat.db.connection import libpq_url
+from embedplat.db.vectors import vector_literal
+from embedplat.embedders.testing import HashEmbedder
+from embedplat.errors import InvalidInputError
+from embedplat.search import HybridHit, hybrid_search_vector, search_vector
+from embedplat.sync import SyncOptions, sync
+
+from .real_corpus import corpus_rows, exact_search, stored_chunks
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+def real_docs(platform: Platform, db_url: str):
+    platform.create_collection("docs", model=MODEL, chunk_tokens=40, chunk_overlap=0)
+    platform.ingest("docs", corpus_rows())
+    platform.sync("docs")
+    chunks = stored_chunks(db_url)
+    return chunks, platform.embedder(MODEL).embed([c[1] for c in chunks])
+
+
+def _text_ranking(db_url: str, tsquery_text: str, filter_sql: str = "true") -> list[str]:
+    """Records by their best chunk's ts_rank_cd for an explicit to_tsquery (ties: record id)."""
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        rows = conn.execute(
+            f"""
+            SELECT b.external_id FROM (
+                SELECT DISTINCT ON (r.id) r.id, r.external_id,
+                       ts_rank_cd(to_tsvector('english', ch.content), q) AS s
+                FROM embedplat.chunks ch JOIN embedplat.records r ON r.id = ch.record_id,
+                     to_tsquery('english', %s) q
+                WHERE to_tsvector('english', ch.content) @@ q AND {filter_sql}
+                ORDER BY r.id, s DESC
+            ) b ORDER BY b.s DESC, b.id
+            """,
+            (tsquery_text,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _rrf(
+    vector_ids: list[str], text_ids: list[str], k: int, wv: float = 1, wt: float = 1, c: int = 60
+):
+    vrank = {rid: n + 1 for n, rid in enumerate(vector_ids)}
+    trank = {rid: n + 1 for n, rid in enumerate(text_ids)}
+    scores = []
+    for rid in set(vrank) | set(trank):
+        score = (wv / (c + vrank[rid]) if rid in vrank else 0.0) + (
+            wt / (c + trank[rid]) if rid in trank else 0.0
+        )
+        scores.append((-score, vrank.get(rid, 1 << 30), trank.get(rid, 1 << 30), rid))
+    scores.sort()
+    return [
+        (s[3], -s[0], s[1] if s[1] < 1 << 30 else None, s[2] if s[2] < 1 << 30 else None)
+        for s in scores[:k]
+    ]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("query", "tsquery", "weights"),
+    [
+        ("tomato sauce with basil", "tomato | sauce | basil", (1.0, 1.0)),
+        ("interest rates and bonds", "interest | rate | bond", (1.0, 1.0)),
+        ("the Sun and the Moon", "sun | moon", (0.5, 2.0)),
+    ],
+)
+def test_fusion_matches_python_rrf_over_exact_ranks(
+    platform: Platform, db_url: str, real_docs, query: str, tsquery: str, weights
+) -> None:
+    chunks, vectors = real_docs
+    vector = platform.embedder(MODEL).embed([query])[0]
+    k = 8
+    depth = max(4 * k, 60)
+    vector_ids = [h[0] for h in exact_search(chunks, vectors, vector, depth)]
+    text_ids = _text_ranking(db_url, tsquery)[:depth]
+    assert text_ids, "the query should match some text"
+    want = _rrf(vector_ids, text_ids, k, *weights)
+    with platform.connection() as conn:
+        conn.execute("SET hnsw.ef_search = 400")
+        hits = hybrid_search_vector(
+            conn, "docs", query, vector, k=k, vector_weight=weights[0], text_weight=weights[1]
+        )
+    assert [(h.id, round(h.score, 9), h.vector_rank, h.text_rank) for h in hits] == [
+        (rid, round(score, 9), vr, tr) for rid, score, vr, tr in want
+    ]
+    for hit in hits:
+        assert isinstance(hit, HybridHit)
+        assert (hit.similarity is None) == (hit.vector_rank is None)
+        assert (hit.text_score is None) == (hit.text_rank is None)
+
+
+@pytest.mark.model
+def test_weights_reduce_to_either_list(platform: Platform, db_url: str, real_docs) -> None:
+    query = "saving money with compound interest"
+    vector = platform.embedder(MODEL).embed([query])[0]
+    with platform.connection() as conn:
+        vector_only = search_vector(conn, "docs", vector, k=6, ef_search=400)
+        conn.execute("SET hnsw.ef_search = 400")
+        no_text = hybrid_search_vector(conn, "docs", query, vector, k=6, text_weight=0)
+        no_vector = hybrid_search_vector(conn, "docs", query, vector, k=6, vector_weight=0)
+    assert [h.id for h in no_text] == [h.id for h in vector_only]
+    assert all(h.text_rank is None for h in no_text)
+    assert [h.id for h in no_vector] == _text_ranking(
+        db_url, "saving | money | compound | interest"
+    )[:6]
+    assert all(h.vector_rank is None for h in no_vector)
+
+
+@pytest.mark.model
+def test_hybrid_lifts_a_record_that_only_matches_by_keyword(platform: Platform, real_docs) -> None:
+    platform.ingest(
+        "docs",
+        [{"id": "manual", "text": "Model QX-9 dehumidifier: replace the filter cartridge yearly."}],
+    )
+    platform.sync("docs")
+    query = "QX-9"
+    hybrid = platform.search("docs", query, k=3, hybrid=True)
+    assert hybrid[0].id == "manual"
+    assert isinstance(hybrid[0], HybridHit) and hybrid[0].text_rank == 1
+
+
+# -- with the test embedder ---------------------------------------------------------------------
+
+
+def _hash_docs(platform: Platform, db_url: str) -> None:
+    platform.create_collection("docs", model="test-hash-64")
+    rows = [
+        {"id": "p1", "text": "tomato sauce with fresh basil", "metadata": {"lang": "en", "n": 1}},
+        {"id": "p2", "text": "tomato soup without basil", "metadata": {"lang": "en", "n": 2}},
+        {"id": "p3", "text": "sauce for pasta, tomato based", "metadata": {"lang": "fr", "n": 3}},
+        {"id": "p4", "text": "grilled fish and lemons", "metadata": {"lang": "en", "n": 4}},
+        {"id": "p5", "text": "the and of", "metadata": {"lang": "de", "n": 5}},
+    ] + [
+        {
+            "id": f"f{i}",
+            "text": f"filler words number {i} about harbors",
+            "metadata": {"lang": "en", "n": 10 + i},
+        }
+        for i in range(40)
+    ]
+    platform.ingest("docs", rows)
+    sync(
+        lambda: psycopg.connect(libpq_url(db_url)),
+        lambda name: HashEmbedder(64),
+        "docs",
+        SyncOptions(),
+    )
+
+
+def test_web_search_syntax_and_plain_words(platform: Platform, db_url: str) -> None:
+    _hash_docs(platform, db_url)
+    vector = HashEmbedder(64).embed(["tomato"])[0]
+    with platform.connection() as conn:
+
+        def text_hits(q: str) -> set[str]:
+            hits = hybrid_search_vector(conn, "docs", q, vector, k=50, vector_weight=0)
+            return {h.id for h in hits}
+
+        assert text_hits("tomato basil") == {"p1", "p2", "p3"}  # plain words: any of them
+        assert text_hits('"tomato sauce"') == {"p1"}  # a phrase
+        assert text_hits("tomato -basil") == {"p3"}  # an exclusion
+        assert text_hits("lemons or soup") == {"p2", "p4"}
+        assert text_hits("the of and") == set()  # only stop words
+        # Only stop words: the vector list alone.
+        hits = hybrid_search_vector(conn, "docs", "the of", vector, k=3)
+        assert len(hits) == 3 and all(h.text_rank is None for h in hits)
+        # No vector: the text list alone.
+        hits = hybrid_search_vector(conn, "docs", "tomato sauce", None, k=3)
+        assert [h.id for h in hits][:1] == ["p1"] and all(h.vector_rank is None for h in hits)
+
+
+def test_filter_applies_to_both_lists(platform: Platform, db_url: str) -> None:
+    _hash_docs(platform, db_url)
+    vector = HashEmbedder(64).embed(["tomato sauce"])[0]
+    with platform.connection() as conn:
+        for filter_ in ({"lang": "en"}, {"n": {"$gte": 2, "$lt": 12}}, {"$not": {"lang": "en"}}):
+            hits = hybrid_search_vector(conn, "docs", "tomato sauce", vector, k=50, filter=filter_)
+            from embedplat.filters import matches
+
+            assert hits and all(matches(h.metadata, filter_) for h in hits)
+            both = [h for h in hits if h.text_rank is not None]
+            assert all(matches(h.metadata, filter_) for h in both)
+
+
+def test_hostile_query_text_and_arguments(platform: Platform, db_url: str) -> None:
+    _hash_docs(platform, db_url)
+    vector = HashEmbedder(64).embed(["tomato"])[0]
+    with platform.connection() as conn:
+        for text in (
+            "'; DROP TABLE embedplat.chunks; --",
+            '"unbalanced',
+            "%s %% $1 \\",
+            "à la 🍅 tomate",
+            "-",
+            "or",
+        ):
+            hybrid_search_vector(conn, "docs", text, vector, k=3)
+        with pytest.raises(InvalidInputError, match="both be 0"):
+            hybrid_search_vector(conn, "docs", "x", vector, vector_weight=0, text_weight=0)
+        with pytest.raises(InvalidInputError, match="rrf_k"):
+            hybrid_search_vector(conn, "docs", "x", vector, rrf_k=-1)
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        assert conn.execute("SELECT count(*) FROM embedplat.chunks").fetchone() == (45,)
+
+
+def test_tsvector_column_is_generated_and_indexed(platform: Platform, db_url: str) -> None:
+    _hash_docs(platform, db_url)
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        row = conn.execute(
+            "SELECT content_tsv::text FROM embedplat.chunks ch JOIN embedplat.records r "
+            "ON r.id = ch.record_id WHERE r.external_id = 'p1'"
+        ).fetchone()
+        assert row is not None and "'tomato'" in row[0] and "'basil'" in row[0]
+        # An edit by plain SQL updates it too.
+        conn.execute("UPDATE embedplat.chunks SET content = 'lemon tart' WHERE id = 1")
+        assert (
+            "'tart'"
+            in conn.execute(
+                "SELECT content_tsv::text FROM embedplat.chunks WHERE id = 1"
+            ).fetchone()[0]
+        )  # type: ignore[index]
+        conn.rollback()
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        # Many chunks that do not mention the word: the GIN index is the way to find it.
+        conn.execute(
+            "INSERT INTO embedplat.chunks "
+            "(record_id, collection_id, ordinal, content, char_start, char_end, token_count) "
+            "SELECT 1, 1, 100 + g, 'filler harbor text ' || g, 0, 10, 4 "
+            "FROM generate_series(1, 5000) g"
+        )
+        conn.execute("VACUUM ANALYZE embedplat.chunks")
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET auto_explain.log_nested_statements = on")
+        conn.execute("SET auto_explain.log_level = notice")
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute(
+            "SELECT * FROM embedplat.hybrid_search('docs', 'tomato', %s::vector, 3)",
+            (vector_literal(HashEmbedder(64).embed(["tomato"])[0]),),
+        ).fetchall()
+    plans = "\n".join(notices)
+    assert "Bitmap Index Scan on ix_chunks_content_tsv" in plans, plans
+
+
+def test_cli_and_python_hybrid(platform: Platform, db_url: str, tmp_path: Path) -> None:
+    _hash_docs(platform, db_url)
+    hits = platform.search("docs", "tomato sauce", k=3, hybrid=True, filter={"lang": "en"})
+    assert hits and all(isinstance(h, HybridHit) for h in hits) and hits[0].id == "p1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDPLAT_")}
+    env.update(EMBEDPLAT_DATABASE_URL=db_url, EMBEDPLAT_HOME=str(tmp_path / "home"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedplat.cli",
+            "search",
+            "docs",
+            "tomato",
+            "sauce",
+            "--hybrid",
+            "-k",
+            "3",
+            "--filter",
+            '{"lang": {"$in": ["en"]}}',
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    assert result["hits"][0]["id"] == "p1"
+    assert {"vector_rank", "text_rank", "similarity"} <= set(result["hits"][0])
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedplat.cli",
+            "search",
+            "docs",
+            "x",
+            "--filter",
+            '{"a": {"$gte": []}}',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("error: filter.a: $gte needs a number")
+
+
+def test_hybrid_through_the_orm(platform: Platform, db_url: str) -> None:
+    from sqlalchemy import Column, MetaData, Table, Text, create_engine, select
+
+    from embedplat.db.connection import sqlalchemy_url
+    from embedplat.orm import hybrid_search_fn
+
+    _hash_docs(platform, db_url)
+    engine = create_engine(sqlalchemy_url(db_url))
+    meta = MetaData()
+    notes = Table("app_notes", meta, Column("slug", Text, primary_key=True), Column("owner", Text))
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            notes.insert(), [{"slug": "p1", "owner": "ann"}, {"slug": "p3", "owner": "bob"}]
+        )
+    vector = HashEmbedder(64).embed(["tomato sauce"])[0]
+    hits = hybrid_search_fn("docs", "tomato sauce", np.asarray(vector), 10)
+    stmt = (
+        select(notes.c.owner, hits.c.id, hits.c.score)
+        .join(notes, notes.c.slug == hits.c.id)
+        .order_by(hits.c.score.desc())
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+        full = [HybridHit.from_row(r) for r in conn.execute(select(hits)).all()]
+    engine.dispose()
+    with platform.connection() as conn:
+        want = hybrid_search_vector(conn, "docs", "tomato sauce", vector, k=10)
+    assert full == want
+    owners = {"p1": "ann", "p3": "bob"}
+    assert [(r.owner, r.id) for r in rows] == [(owners[h.id], h.id) for h in want if h.id in owners]

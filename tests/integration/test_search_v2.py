@@ -1,0 +1,629 @@
+"""embedplat.search v2 and embedplat.similar: exact results, the filter language in SQL,
+selective filters, index use, knobs that do not leak, hostile input, the v1 downgrade."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg_pool import ConnectionPool
+
+from embedplat.api import Platform
+from embedplat.db import migrate
+from embedplat.db.connection import libpq_url
+from embedplat.db.vectors import vector_literal
+from embedplat.embedders.testing import HashEmbedder
+from embedplat.errors import FilterError, InvalidInputError, RecordNotFoundError
+from embedplat.filters import matches
+from embedplat.search import search_vector, similar_records
+from embedplat.sync import SyncOptions, sync
+
+from .real_corpus import assert_same_ranking, corpus_rows, exact_search, stored_chunks
+
+MODEL = "all-MiniLM-L6-v2"
+WORDS = [
+    "apple",
+    "banana",
+    "cherry",
+    "delta",
+    "echo",
+    "forest",
+    "granite",
+    "harbor",
+    "island",
+    "jungle",
+    "kettle",
+    "lemon",
+]
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+def _hash_rows(n: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(n):
+        metadata: dict[str, Any] = {
+            "bucket": i % 100,
+            "parity": i % 2,
+            "tag": "rare" if i % 100 == 0 else "common",
+            "year": 1990 + i % 40,
+            "score": round(float(rng.uniform(0, 10)), 2),
+            "lang": ["en", "fr", "de", "es"][i % 4],
+            "tags": sorted({str(rng.choice(["x", "y", "z", "w"])) for _ in range(2)}),
+            "author": {"name": f"a{i % 7}", "age": 20 + i % 50},
+        }
+        if i % 3 == 0:
+            metadata["draft"] = i % 2 == 0
+        if i % 5 == 0:
+            metadata["note"] = None
+        rows.append(
+            {"id": f"r{i:05d}", "text": " ".join(rng.choice(WORDS, 8)), "metadata": metadata}
+        )
+    return rows
+
+
+def _hash_sync(url: str, collection: str = "docs") -> None:
+    sync(
+        lambda: psycopg.connect(libpq_url(url)),
+        lambda name: HashEmbedder(64),
+        collection,
+        SyncOptions(),
+    )
+
+
+@pytest.fixture
+def hash_corpus(platform: Platform, db_url: str) -> list[dict[str, Any]]:
+    rows = _hash_rows(1000)
+    platform.create_collection("docs", model="test-hash-64")
+    platform.ingest("docs", rows)
+    _hash_sync(db_url)
+    # Fresh statistics of the records, as autovacuum would leave them: the filter-plan tests
+    # depend on them. (The 1,000 vectors are left unanalysed: with true statistics so small a
+    # table is scanned exactly, and the HNSW-plan tests are about the 100k-row case.)
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute("ANALYZE embedplat.records")
+    return rows
+
+
+@pytest.fixture
+def real_docs(
+    platform: Platform, db_url: str
+) -> tuple[list[tuple[str, str, int, dict[str, Any]]], np.ndarray]:
+    """The real-text corpus embedded with the real model; its chunks and their exact vectors."""
+    platform.create_collection("docs", model=MODEL, chunk_tokens=40, chunk_overlap=0)
+    platform.ingest("docs", corpus_rows())
+    platform.sync("docs")
+    chunks = stored_chunks(db_url)
+    assert sum(1 for c in chunks if c[0].startswith("long-")) >= 4  # multi-chunk records exist
+    vectors = platform.embedder(MODEL).embed([c[1] for c in chunks])
+    return chunks, vectors
+
+
+def _q(platform: Platform, text: str) -> np.ndarray:
+    return platform.embedder(MODEL).embed([text])[0]
+
+
+# -- exact results with the real model -----------------------------------------------------------
+
+
+QUERIES = [
+    "how do I keep tomato plants healthy",
+    "planets and stars in the night sky",
+    "saving money for retirement",
+    "a recipe for homemade sauce",
+]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("per_record", [True, False])
+def test_matches_exact_numpy_search(platform: Platform, real_docs, per_record: bool) -> None:
+    chunks, vectors = real_docs
+    for text in QUERIES:
+        query = _q(platform, text)
+        with platform.connection() as conn:
+            hits = search_vector(conn, "docs", query, k=8, per_record=per_record, ef_search=400)
+        want = exact_search(chunks, vectors, query, 8, per_record=per_record)
+        assert_same_ranking([(h.id, h.score, h.chunk_ordinal or 0) for h in hits], want)
+        if per_record:
+            assert len({h.id for h in hits}) == len(hits)
+        by_key = {(c[0], c[2]): c[1] for c in chunks}
+        assert all(h.chunk == by_key[(h.id, h.chunk_ordinal)] for h in hits)
+
+
+@pytest.mark.model
+def test_per_chunk_returns_several_chunks_of_one_record(platform: Platform, real_docs) -> None:
+    query = _q(platform, "tomatoes: growing them, cooking sauce, saving their seeds")
+    with platform.connection() as conn:
+        chunks = search_vector(conn, "docs", query, k=10, per_record=False, ef_search=400)
+        records = search_vector(conn, "docs", query, k=10, ef_search=400)
+    assert [h.id for h in chunks].count("long-garden-kitchen") >= 2
+    assert [h.id for h in records].count("long-garden-kitchen") == 1
+    first = next(h for h in chunks if h.id == "long-garden-kitchen")
+    assert (
+        first.char_start is not None
+        and first.char_end is not None
+        and first.char_end > first.char_start
+    )
+
+
+@pytest.mark.model
+def test_min_similarity_keeps_exactly_the_hits_above_it(platform: Platform, real_docs) -> None:
+    chunks, vectors = real_docs
+    query = _q(platform, "galaxies, comets and the solar system")
+    want_all = exact_search(chunks, vectors, query, 100)
+    threshold = (want_all[3][1] + want_all[4][1]) / 2  # between the 4th and 5th record
+    with platform.connection() as conn:
+        hits = search_vector(conn, "docs", query, k=20, min_similarity=threshold, ef_search=400)
+    assert_same_ranking([(h.id, h.score, h.chunk_ordinal or 0) for h in hits], want_all[:4])
+    assert all(h.score >= threshold for h in hits)
+
+
+@pytest.mark.model
+def test_filtered_search_matches_exact_numpy(platform: Platform, real_docs) -> None:
+    chunks, vectors = real_docs
+    query = _q(platform, "something to eat tonight")
+    for filter_ in (
+        {"topic": "finance"},
+        {"year": {"$gte": 2019}, "topic": {"$in": ["cooking", "gardening"]}},
+        {"$or": [{"author.name": "author-1"}, {"tags": ["ast"]}]},
+        {"$not": {"topic": {"$in": ["cooking", "mixed"]}}},
+    ):
+        with platform.connection() as conn:
+            hits = search_vector(conn, "docs", query, k=5, filter=filter_, ef_search=400)
+        want = exact_search(chunks, vectors, query, 5, keep=lambda m, f=filter_: matches(m, f))
+        assert_same_ranking([(h.id, h.score, h.chunk_ordinal or 0) for h in hits], want)
+
+
+@pytest.mark.model
+def test_similar_matches_exact_numpy_centroid(platform: Platform, real_docs) -> None:
+    chunks, vectors = real_docs
+    for record in ("gardening-0", "astronomy-3", "long-space-money"):
+        rows = [i for i, c in enumerate(chunks) if c[0] == record]
+        centroid = vectors[rows].mean(axis=0)
+        with platform.connection() as conn:
+            hits = similar_records(conn, "docs", record, k=6, ef_search=400)
+        want = exact_search(chunks, vectors, centroid, 6, exclude=record)
+        assert_same_ranking([(h.id, h.score, h.chunk_ordinal or 0) for h in hits], want)
+        assert record not in {h.id for h in hits}
+    assert (
+        platform.similar("docs", "gardening-0", k=3, filter={"topic": "cooking"})[0].metadata[
+            "topic"
+        ]
+        == "cooking"
+    )
+
+
+def test_similar_errors(platform: Platform, hash_corpus) -> None:
+    with pytest.raises(RecordNotFoundError, match="no record with id 'nope'"):
+        platform.similar("docs", "nope")
+    platform.ingest("docs", [{"id": "fresh", "text": "not synced yet"}])
+    with pytest.raises(InvalidInputError, match="no vectors yet"):
+        platform.similar("docs", "fresh")
+    hits = platform.similar("docs", "r00001", k=5)
+    assert len(hits) == 5 and "r00001" not in {h.id for h in hits}
+
+
+# -- the filter language in SQL ------------------------------------------------------------------
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"tag": "rare"},
+    {"lang": "fr", "bucket": 1},
+    {"tags": ["x"]},
+    {"tags": ["x", "y"]},
+    {"author": {"name": "a3"}},
+    {"author.name": "a3"},
+    {"author.age": {"$gte": 60}},
+    {"year": {"$eq": 2000}},
+    {"year": {"$ne": 2000}},
+    {"year": {"$gt": 2025}},
+    {"year": {"$gte": 2025, "$lt": 2027}},
+    {"score": {"$lt": 0.5}},
+    {"score": {"$lte": 0.5, "$gt": 0.1}},
+    {"lang": {"$gte": "es"}},
+    {"lang": {"$in": ["de", "es"]}},
+    {"lang": {"$nin": ["de", "es"]}},
+    {"tags": {"$in": ["w"]}},
+    {"tags.0": "w"},
+    {"draft": {"$exists": True}},
+    {"draft": {"$exists": False}},
+    {"draft": False},
+    {"draft": {"$ne": True}},
+    {"note": None},
+    {"note": {"$exists": True}},
+    {"$and": [{"lang": "en"}, {"year": {"$lt": 2000}}]},
+    {"$or": [{"bucket": 3}, {"bucket": {"$in": [5, 7]}}]},
+    {"$not": {"lang": {"$in": ["en", "fr", "de"]}}},
+    {"$or": [{"$and": [{"lang": "en"}, {"draft": True}]}, {"author.age": 21}]},
+    {"tag": "nope"},
+    {"year": {"$gt": "2000"}},
+    {"bucket": {"$in": []}},
+]
+
+
+def test_sql_and_python_agree_on_every_operator(db_url: str, hash_corpus) -> None:
+    metadata = {r["id"]: r["metadata"] for r in hash_corpus}
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        for filter_ in FILTERS:
+            rows = conn.execute(
+                "SELECT external_id FROM embedplat.records "
+                "WHERE embedplat.metadata_matches(metadata, %s::jsonb)",
+                (json.dumps(filter_),),
+            ).fetchall()
+            want = {rid for rid, m in metadata.items() if matches(m, filter_)}
+            assert {r[0] for r in rows} == want, filter_
+
+
+def test_search_returns_every_match_for_every_operator(platform: Platform, hash_corpus) -> None:
+    """With k above the number of matches, a filtered search returns exactly the matches."""
+    metadata = {r["id"]: r["metadata"] for r in hash_corpus}
+    query = HashEmbedder(64).embed(["apple cherry"])[0]
+    with platform.connection() as conn:
+        for filter_ in FILTERS[1:]:
+            want = {rid for rid, m in metadata.items() if matches(m, filter_)}
+            if len(want) > 300:
+                continue
+            hits = search_vector(conn, "docs", query, k=1000, filter=filter_)
+            assert {h.id for h in hits} == want, filter_
+            assert all(matches(h.metadata, filter_) for h in hits)
+
+
+_scalars = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from(["x", "y", "z", "xy"]),
+    st.booleans(),
+    st.none(),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)
+    ),
+    max_leaves=5,
+)
+_keys = st.sampled_from(["a", "b", "c", "a.b", "b.a", "c.0", "a.b.a"])
+_operator = st.one_of(
+    st.tuples(st.sampled_from(["$eq", "$ne"]), _values),
+    st.tuples(
+        st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
+        st.one_of(st.integers(-3, 3), st.sampled_from(["x", "y", "xy"])),
+    ),
+    st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(_values, max_size=3)),
+    st.tuples(st.just("$exists"), st.booleans()),
+)
+_clause = st.one_of(
+    st.dictionaries(_keys, _values, min_size=1, max_size=2),
+    st.builds(lambda k, ops: {k: dict(ops)}, _keys, st.lists(_operator, min_size=1, max_size=2)),
+)
+_filters = st.recursive(
+    _clause,
+    lambda inner: st.one_of(
+        st.builds(lambda fs: {"$and": fs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda fs: {"$or": fs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda f: {"$not": f}, inner),
+        st.builds(lambda a, b: {**a, **b}, inner, inner),
+    ),
+    max_leaves=4,
+)
+_metadata = st.dictionaries(st.sampled_from(["a", "b", "c"]), _values, max_size=3)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(metadata=_metadata, filter_=_filters)
+def test_sql_and_python_agree_on_random_filters(db_url: str, metadata, filter_) -> None:
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        row = conn.execute(
+            "SELECT embedplat.metadata_matches(%s::jsonb, %s::jsonb), "
+            "embedplat.filter_is_containment(%s::jsonb) "
+            "AND %s::jsonb @> %s::jsonb",
+            (
+                json.dumps(metadata),
+                json.dumps(filter_),
+                json.dumps(filter_),
+                json.dumps(metadata),
+                json.dumps(filter_),
+            ),
+        ).fetchone()
+    assert row is not None
+    assert row[0] is matches(metadata, filter_), (metadata, filter_)
+    if row[1]:  # the containment fast path gives the same answer
+        assert row[0] is True
+
+
+def test_invalid_filters_are_refused_in_python_and_in_sql(
+    platform: Platform, db_url: str, hash_corpus
+) -> None:
+    query = HashEmbedder(64).embed(["apple"])[0]
+    with platform.connection() as conn, pytest.raises(FilterError, match=r"\$gte needs a number"):
+        search_vector(conn, "docs", query, filter={"year": {"$gte": [1]}})
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        for bad in ('{"$xor": []}', '{"a": {"$in": 1}}', '{"a..b": 1}', "[1]"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="embedplat filter"):
+                conn.execute(
+                    "SELECT * FROM embedplat.search('docs', %s::vector, 5, %s::jsonb)",
+                    (vector_literal(query), bad),
+                )
+            conn.rollback()
+        # Refused even when no row would ever be evaluated: the collection is empty.
+        conn.execute(
+            "INSERT INTO embedplat.collections (name, model_name, chunk_tokens, chunk_overlap) "
+            "VALUES ('empty', 'test-hash-64', 100, 0)"
+        )
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown operator"):
+            conn.execute(
+                "SELECT * FROM embedplat.search('empty', %s::vector, 5, %s::jsonb)",
+                (vector_literal(query), '{"a": {"$like": "x"}}'),
+            )
+
+
+# -- selective filters, index use, knobs -----------------------------------------------------------
+
+
+def test_one_percent_filter_returns_k_rows_matching_exact(platform: Platform, hash_corpus) -> None:
+    embedder = HashEmbedder(64)
+    query = embedder.embed(["cherry delta"])[0]
+    rare = [r for r in hash_corpus if r["metadata"]["tag"] == "rare"]  # 1 % of the rows
+    sims = embedder.embed([r["text"] for r in rare]) @ query
+    want = [rare[i]["id"] for i in np.argsort(-sims, kind="stable")[:5]]
+    for filter_ in ({"tag": "rare"}, {"bucket": {"$eq": 0}}, {"tag": {"$in": ["rare"]}}):
+        with platform.connection() as conn:
+            hits = search_vector(conn, "docs", query, k=5, filter=filter_)
+        assert len(hits) == 5
+        assert [round(h.score, 5) for h in hits] == [
+            round(float(s), 5) for s in sorted(sims, reverse=True)[:5]
+        ]
+        assert set(h.id for h in hits) <= {r["id"] for r in rare}
+        assert hits[0].id == want[0] or abs(hits[0].score - hits[1].score) < 1e-6
+
+
+def test_exact_fallback_when_the_index_scan_budget_runs_out(
+    platform: Platform, hash_corpus
+) -> None:
+    """A filter far more selective than the scan budget still returns k rows (exact search)."""
+    query = HashEmbedder(64).embed(["granite harbor"])[0]
+    with platform.connection() as conn:
+        conn.execute("SET hnsw.max_scan_tuples = 20")  # the index gives up after 20 tuples
+        for filter_ in ({"tag": "rare"}, {"$and": [{"bucket": 0}, {"year": {"$gte": 1990}}]}):
+            hits = search_vector(conn, "docs", query, k=8, filter=filter_)
+            assert len(hits) == 8 and all(h.metadata["tag"] == "rare" for h in hits)
+            assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        conn.execute("RESET hnsw.max_scan_tuples")
+
+
+def test_filter_matching_nothing(platform: Platform, hash_corpus) -> None:
+    query = HashEmbedder(64).embed(["cherry"])[0]
+    with platform.connection() as conn:
+        for filter_ in ({"tag": "nope"}, {"year": {"$gt": 3000}}, {"$or": [{"x": 1}, {"y": 2}]}):
+            assert search_vector(conn, "docs", query, k=5, filter=filter_) == []
+
+
+def _plans(db_url: str, statement: str, params: tuple[Any, ...]) -> str:
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET auto_explain.log_nested_statements = on")
+        conn.execute("SET auto_explain.log_level = notice")
+        conn.execute("SET client_min_messages = notice")
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute(statement, params).fetchall()
+    return "\n".join(notices)
+
+
+@pytest.mark.parametrize(
+    "filter_",
+    [
+        {},
+        {"parity": 0},  # containment, but half of the records: the ANN scan
+        {"year": {"$gte": 2000}},
+        {"$or": [{"lang": "en"}, {"lang": "fr"}]},
+    ],
+)
+def test_search_uses_the_hnsw_index(db_url: str, hash_corpus, filter_) -> None:
+    query = vector_literal(HashEmbedder(64).embed(["apple"])[0])
+    plans = _plans(
+        db_url,
+        "SELECT * FROM embedplat.search('docs', %s::vector, 5, %s::jsonb)",
+        (query, json.dumps(filter_)),
+    )
+    assert "Index Scan using ix_embeddings_ann_c1_m1" in plans, plans
+
+
+@pytest.mark.parametrize("filter_", [{"tag": "rare"}, {"lang": "en", "year": {"$gt": 2020}}])
+def test_selective_plain_values_use_the_gin_index_and_an_exact_scan(
+    platform: Platform, db_url: str, hash_corpus, filter_
+) -> None:
+    embedder = HashEmbedder(64)
+    query = embedder.embed(["apple kettle"])[0]
+    # 30,000 more records that match neither filter (not embedded: only the plan matters), so
+    # that the records table is large enough for an index to beat a scan of it.
+    platform.ingest(
+        "docs",
+        (
+            {"id": f"x{i:05d}", "text": "filler", "metadata": {"tag": "common", "lang": "de"}}
+            for i in range(30_000)
+        ),
+    )
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute("ANALYZE embedplat.records")
+    plans = _plans(
+        db_url,
+        "SELECT * FROM embedplat.search('docs', %s::vector, 5, %s::jsonb)",
+        (vector_literal(query), json.dumps(filter_)),
+    )
+    assert "Bitmap Index Scan on ix_records_metadata" in plans, plans
+    assert "ix_embeddings_ann_c1_m1" not in plans, plans
+    kept = [r for r in hash_corpus if matches(r["metadata"], filter_)]
+    sims = embedder.embed([r["text"] for r in kept]) @ query
+    with platform.connection() as conn:
+        hits = search_vector(conn, "docs", query, k=5, filter=filter_)
+    assert [round(h.score, 5) for h in hits] == [
+        round(float(s), 5) for s in sorted(sims, reverse=True)[:5]
+    ]
+
+
+def test_similar_uses_the_hnsw_index(db_url: str, hash_corpus) -> None:
+    plans = _plans(db_url, "SELECT * FROM embedplat.similar('docs', 'r00007', 5)", ())
+    assert "Index Scan using ix_embeddings_ann_c1_m1" in plans, plans
+
+
+KNOBS = ("hnsw.iterative_scan", "hnsw.ef_search", "ivfflat.iterative_scan", "ivfflat.probes")
+
+
+def _knobs(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    return {
+        name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0]  # type: ignore[index]
+        for name in KNOBS
+    }
+
+
+def test_knobs_do_not_leak_within_the_transaction_or_on_a_pooled_connection(
+    db_url: str, hash_corpus
+) -> None:
+    query = HashEmbedder(64).embed(["apple"])[0]
+    with ConnectionPool(libpq_url(db_url), min_size=1, max_size=1, open=True) as pool:
+        with pool.connection() as conn:
+            conn.execute("SELECT '[1]'::vector")  # load pgvector so its settings exist
+            before = _knobs(conn)
+            assert before["hnsw.iterative_scan"] == "off"
+            search_vector(conn, "docs", query, k=3, ef_search=123, probes=7)
+            assert _knobs(conn) == before  # same transaction: already put back
+            conn.execute(
+                "SELECT count(*) FROM embedplat.hybrid_search('docs', 'apple', NULL, 3, ef_search => 99)"
+            )
+            conn.execute(
+                "SELECT count(*) FROM embedplat.similar('docs', 'r00003', 3, ef_search => 77)"
+            )
+            assert _knobs(conn) == before
+        with pool.connection() as conn:  # the same connection, next user
+            assert _knobs(conn) == before
+        with pool.connection() as conn:
+            # A caller's own session setting is honoured and survives the call.
+            conn.execute("SET hnsw.ef_search = 250")
+            search_vector(conn, "docs", query, k=3, ef_search=40)
+            assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("250",)
+            conn.execute("RESET hnsw.ef_search")
+
+
+def test_knob_arguments_are_checked(platform: Platform, db_url: str, hash_corpus) -> None:
+    query = HashEmbedder(64).embed(["apple"])[0]
+    with platform.connection() as conn, pytest.raises(InvalidInputError, match="ef_search"):
+        search_vector(conn, "docs", query, ef_search=0)
+    with (
+        psycopg.connect(libpq_url(db_url)) as conn,
+        pytest.raises(psycopg.errors.InvalidParameterValue, match="probes must be"),
+    ):
+        conn.execute(
+            "SELECT * FROM embedplat.search('docs', %s::vector, probes => 0)",
+            (vector_literal(query),),
+        )
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+HOSTILE_NAMES = [
+    "a'; DROP TABLE embedplat.records; --",
+    'quo"te %s %% $1',
+    "ünïcødé 🚀 名前",
+    "x\\y",
+]
+
+
+def test_hostile_collection_names_and_filter_keys_are_harmless(
+    platform: Platform, db_url: str
+) -> None:
+    keys = ["we'ird; key%", 'dq"k', "ключ", "%s", "x$1", "a\\b", "); DROP TABLE x; --"]
+    for name in HOSTILE_NAMES:
+        platform.create_collection(name, model="test-hash-64")
+        platform.ingest(
+            name,
+            [
+                {
+                    "id": f"{name}-{i}",
+                    "text": f"apple banana {WORDS[i % 12]}",
+                    "metadata": {key: i for key in keys},
+                }
+                for i in range(30)
+            ],
+        )
+        _hash_sync(db_url, name)
+    query = HashEmbedder(64).embed(["apple banana"])[0]
+    with platform.connection() as conn:
+        for name in HOSTILE_NAMES:
+            assert len(search_vector(conn, name, query, k=5)) == 5
+            for key in keys:
+                hits = search_vector(conn, name, query, k=30, filter={key: {"$lt": 3}})
+                assert sorted(h.metadata[key] for h in hits) == [0, 1, 2]
+                assert all(h.id.startswith(name) for h in hits)
+                assert len(search_vector(conn, name, query, k=30, filter={key: 7})) == 1
+            assert len(similar_records(conn, name, f"{name}-3", k=4)) == 4
+    with pytest.raises(Exception, match="no collection named"):
+        platform.search("nope'; SELECT 1; --", query)
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        assert conn.execute("SELECT count(*) FROM embedplat.records").fetchone() == (120,)
+
+
+# -- the migration -------------------------------------------------------------------------------
+
+
+def test_downgrade_restores_search_v1(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    migrate.downgrade(empty_db_url, "0003")
+
+    def signature() -> tuple[int, int]:
+        with psycopg.connect(libpq_url(empty_db_url)) as conn:
+            row = conn.execute(
+                "SELECT p.pronargs, (SELECT count(*) FROM pg_attribute a "
+                "  JOIN pg_type t ON t.typrelid = a.attrelid "
+                "  WHERE t.typname = 'search_hit' AND a.attnum > 0) "
+                "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'embedplat' AND p.proname = 'search'"
+            ).fetchall()
+        assert len(row) == 1
+        return int(row[0][0]), int(row[0][1])
+
+    assert signature() == (4, 4)
+    with psycopg.connect(libpq_url(empty_db_url)) as conn:
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'embedplat' AND table_name = 'chunks'"
+            ).fetchall()
+        }
+    assert "content_tsv" not in columns
+    migrate.upgrade(empty_db_url)
+    assert signature() == (8, 7)
+
+
+# -- concurrency smoke: searches from several threads share nothing ----------------------------
+
+
+def test_concurrent_searches_with_different_knobs(platform: Platform, hash_corpus) -> None:
+    query = HashEmbedder(64).embed(["lemon kettle"])[0]
+    errors: list[BaseException] = []
+
+    def worker(ef: int) -> None:
+        try:
+            for _ in range(10):
+                with platform.connection() as conn:
+                    assert len(search_vector(conn, "docs", query, k=7, ef_search=ef)) == 7
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(ef,)) for ef in (10, 40, 200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors

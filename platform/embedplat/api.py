@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from embedplat import analytics as _analytics
 from embedplat import collections as _collections
+from embedplat import export as _export
+from embedplat.analytics import AnomalyScore, DuplicateGroupMember, DuplicatePair
 from embedplat.collections import CollectionInfo
 from embedplat.config import (
     DEFAULT_CHUNK_OVERLAP,
@@ -21,9 +26,19 @@ from embedplat.config import (
 from embedplat.db import migrate
 from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
 from embedplat.embedders import Embedder, load_embedder
-from embedplat.errors import CollectionNotFoundError, SchemaNotReadyError
+from embedplat.errors import CollectionNotFoundError, InvalidInputError, SchemaNotReadyError
+from embedplat.filters import validate_filter
+from embedplat.indexes import IndexReport
+from embedplat.indexes import build_index as _build_index
 from embedplat.ingest import RecordInput, records_from_dicts
-from embedplat.search import SearchHit, check_query_model, search_vector
+from embedplat.search import (
+    HybridHit,
+    SearchHit,
+    check_query_model,
+    hybrid_search_vector,
+    search_vector,
+    similar_records,
+)
 from embedplat.status import CollectionStatus, collection_status
 from embedplat.store import IngestResult, OnError, upsert_records
 from embedplat.sync import (
@@ -237,12 +252,52 @@ class Platform:
         query: str | Sequence[float] | np.ndarray,
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
+        *,
+        hybrid: bool = False,
+        min_similarity: float | None = None,
+        per_record: bool = True,
+        ef_search: int | None = None,
+        probes: int | None = None,
+        vector_weight: float = 1.0,
+        text_weight: float = 1.0,
+        rrf_k: int = 60,
     ) -> list[SearchHit]:
-        """The ``k`` records nearest to ``query`` (a text, or a vector of the collection's model)."""
+        """The ``k`` records nearest to ``query`` (a text, or a vector of the collection's model).
+
+        ``filter`` follows the filter language (docs/filters.md). ``hybrid=True`` (text queries
+        only) fuses full-text and vector ranks (:class:`HybridHit` results, see
+        ``embedplat.hybrid_search``); ``min_similarity`` and ``per_record`` apply to vector
+        search. ``ef_search`` / ``probes`` set the index's query-time knobs for this call only.
+        """
         if isinstance(query, str):
-            return self.search_many(collection, [query], k=k, filter=filter)[0]
+            return self.search_many(
+                collection,
+                [query],
+                k=k,
+                filter=filter,
+                hybrid=hybrid,
+                min_similarity=min_similarity,
+                per_record=per_record,
+                ef_search=ef_search,
+                probes=probes,
+                vector_weight=vector_weight,
+                text_weight=text_weight,
+                rrf_k=rrf_k,
+            )[0]
+        if hybrid:
+            raise InvalidInputError("hybrid search needs a query text (it searches words too)")
         with self.connection() as conn:
-            return search_vector(conn, collection, query, k=k, filter=filter)
+            return search_vector(
+                conn,
+                collection,
+                query,
+                k=k,
+                filter=filter,
+                min_similarity=min_similarity,
+                per_record=per_record,
+                ef_search=ef_search,
+                probes=probes,
+            )
 
     def search_many(
         self,
@@ -250,19 +305,223 @@ class Platform:
         queries: Sequence[str],
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
+        *,
+        hybrid: bool = False,
+        min_similarity: float | None = None,
+        per_record: bool = True,
+        ef_search: int | None = None,
+        probes: int | None = None,
+        vector_weight: float = 1.0,
+        text_weight: float = 1.0,
+        rrf_k: int = 60,
     ) -> list[list[SearchHit]]:
-        """Search several query texts, embedding them in one model call."""
+        """Search several query texts, embedding them in one model call (options as in search)."""
+        filter = validate_filter(filter)
         with self.connection() as conn:
             info = _collections.get_collection(conn, collection)
         embedder = self.embedder(info.model_name)
         with self.connection() as conn:
             check_query_model(conn, collection, embedder)
         vectors = embedder.embed(list(queries))
-        results = []
+        results: list[list[SearchHit]] = []
         with self.connection() as conn:
-            for vector in vectors:
-                results.append(search_vector(conn, collection, vector, k=k, filter=filter))
+            for text, vector in zip(queries, vectors, strict=True):
+                if hybrid:
+                    results.append(
+                        list(
+                            hybrid_search_vector(
+                                conn,
+                                collection,
+                                text,
+                                vector,
+                                k=k,
+                                filter=filter,
+                                vector_weight=vector_weight,
+                                text_weight=text_weight,
+                                rrf_k=rrf_k,
+                                ef_search=ef_search,
+                                probes=probes,
+                            )
+                        )
+                    )
+                else:
+                    results.append(
+                        search_vector(
+                            conn,
+                            collection,
+                            vector,
+                            k=k,
+                            filter=filter,
+                            min_similarity=min_similarity,
+                            per_record=per_record,
+                            ef_search=ef_search,
+                            probes=probes,
+                        )
+                    )
         return results
+
+    def hybrid_search(
+        self,
+        collection: str,
+        query: str,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        vector_weight: float = 1.0,
+        text_weight: float = 1.0,
+        rrf_k: int = 60,
+        ef_search: int | None = None,
+        probes: int | None = None,
+    ) -> list[HybridHit]:
+        """Full-text and vector search fused by reciprocal rank fusion (typed :class:`HybridHit`)."""
+        with self.connection() as conn:
+            info = _collections.get_collection(conn, collection)
+        embedder = self.embedder(info.model_name)
+        with self.connection() as conn:
+            check_query_model(conn, collection, embedder)
+        vector = embedder.embed([query])[0]
+        with self.connection() as conn:
+            return hybrid_search_vector(
+                conn,
+                collection,
+                query,
+                vector,
+                k=k,
+                filter=filter,
+                vector_weight=vector_weight,
+                text_weight=text_weight,
+                rrf_k=rrf_k,
+                ef_search=ef_search,
+                probes=probes,
+            )
+
+    def similar(
+        self,
+        collection: str,
+        external_id: str,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        ef_search: int | None = None,
+        probes: int | None = None,
+    ) -> list[SearchHit]:
+        """More like this: the ``k`` records nearest to record ``external_id`` (not itself)."""
+        with self.connection() as conn:
+            return similar_records(
+                conn,
+                collection,
+                external_id,
+                k=k,
+                filter=filter,
+                ef_search=ef_search,
+                probes=probes,
+            )
+
+    # -- index ------------------------------------------------------------------------------
+
+    def build_index(
+        self,
+        collection: str,
+        *,
+        method: str = "hnsw",
+        m: int | None = None,
+        ef_construction: int | None = None,
+        lists: int | None = None,
+        ef_search: int | None = None,
+        probes: int | None = None,
+    ) -> IndexReport:
+        """(Re)build the collection's ANN index with CREATE INDEX CONCURRENTLY (see `embedplat index`).
+
+        Searches keep working during a rebuild: the new index is built under a temporary name,
+        then swapped in. The options are stored in ``collections.index_options``.
+        """
+        return _build_index(
+            self.new_connection,
+            collection,
+            method=method,
+            m=m,
+            ef_construction=ef_construction,
+            lists=lists,
+            ef_search=ef_search,
+            probes=probes,
+        )
+
+    # -- duplicates, anomalies, export --------------------------------------------------------
+
+    def near_duplicates(
+        self,
+        collection: str,
+        *,
+        threshold: float = _analytics.DEFAULT_DUPLICATE_THRESHOLD,
+        k: int = _analytics.DEFAULT_DUPLICATE_K,
+    ) -> list[DuplicatePair]:
+        """Pairs of records (external ids, ``a < b``) with similarity >= ``threshold``.
+
+        See ``embedplat.near_duplicates`` in docs/sql.md: one k-NN probe per chunk through the
+        HNSW index; identical content (same content hash) is reported with similarity 1. The
+        default threshold is calibrated for all-MiniLM-L6-v2.
+        """
+        with self.connection() as conn:
+            return _analytics.near_duplicates(conn, collection, threshold=threshold, k=k)
+
+    def duplicate_groups(
+        self,
+        collection: str,
+        *,
+        threshold: float = _analytics.DEFAULT_DUPLICATE_THRESHOLD,
+        k: int = _analytics.DEFAULT_DUPLICATE_K,
+    ) -> list[DuplicateGroupMember]:
+        """Connected groups of near-duplicates; one keeper per group (the oldest record)."""
+        with self.connection() as conn:
+            return _analytics.duplicate_groups(conn, collection, threshold=threshold, k=k)
+
+    def anomaly_scores(
+        self,
+        collection: str,
+        *,
+        k: int = _analytics.DEFAULT_ANOMALY_K,
+        reference: str | None = None,
+        top: int | None = None,
+    ) -> list[AnomalyScore]:
+        """Anomaly score per record, most anomalous first (``top``: only the first ``top``).
+
+        Without ``reference``: outliers within the collection; with ``reference``: novelty
+        against that collection (same model required).
+        """
+        with self.connection() as conn:
+            return _analytics.anomaly_scores(conn, collection, k=k, reference=reference, top=top)
+
+    def export(
+        self,
+        collection: str,
+        output: str | os.PathLike[str] | IO[str],
+        *,
+        chunks: bool = False,
+        vectors: bool = False,
+        format: _export.ExportFormat = "jsonl",
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write ``collection``'s records (or chunks) to ``output``; returns the row count.
+
+        ``output`` is a path, or a text stream for JSON Lines; Parquet needs a path and
+        pyarrow (``pip install 'embedplat[export]'``). Rows stream from a server-side cursor.
+        """
+        target: Path | IO[str] = Path(output) if isinstance(output, str | os.PathLike) else output
+        with self.connection() as conn:
+            return _export.export_collection(
+                conn,
+                collection,
+                target,
+                chunks=chunks,
+                vectors=vectors,
+                format=format,
+                progress=progress,
+            )
+
+    def export_count(self, collection: str, *, chunks: bool = False) -> int:
+        """How many rows :meth:`export` would write (for progress bars)."""
+        with self.connection() as conn:
+            return _export.count_rows(conn, collection, chunks=chunks)
 
     # -- status -----------------------------------------------------------------------------
 

@@ -40,6 +40,17 @@ _state: dict[str, Any] = {"debug": False}
 T = TypeVar("T")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+FilterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--filter",
+        help='Metadata filter (docs/filters.md), e.g. \'{"topic": "sport", "year": {"$gte": 2020}}\'.',
+    ),
+]
+EfSearchOption = Annotated[
+    int | None, typer.Option(help="HNSW ef_search for this query (recall vs speed).")
+]
+ProbesOption = Annotated[int | None, typer.Option(help="IVFFlat probes for this query.")]
 
 
 class InputFormat(StrEnum):
@@ -495,9 +506,19 @@ def search(
         typer.Option("--queries", help='JSON Lines file of {"text", "id"?} queries.'),
     ] = None,
     k: Annotated[int, typer.Option("-k", help="Records per query.")] = 10,
-    filter_json: Annotated[
-        str | None, typer.Option("--filter", help='Metadata filter, e.g. \'{"topic": "sport"}\'.')
+    filter_json: FilterOption = None,
+    hybrid: Annotated[
+        bool,
+        typer.Option("--hybrid", help="Fuse full-text and vector search (reciprocal rank fusion)."),
+    ] = False,
+    min_similarity: Annotated[
+        float | None, typer.Option(help="Leave out hits below this cosine similarity.")
     ] = None,
+    per_chunk: Annotated[
+        bool, typer.Option("--per-chunk", help="One row per chunk instead of per record.")
+    ] = False,
+    ef_search: EfSearchOption = None,
+    probes: ProbesOption = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Find the records nearest to a query text (or to each query of a file)."""
@@ -506,19 +527,24 @@ def search(
         from embedplat.errors import InvalidInputError
 
         batch = _load_queries(query, queries)
-        filter_value: dict[str, Any] | None = None
-        if filter_json:
-            try:
-                filter_value = json.loads(filter_json)
-            except ValueError as exc:
-                raise InvalidInputError(f"--filter is not valid JSON: {exc}") from None
-            if not isinstance(filter_value, dict):
-                raise InvalidInputError("--filter must be a JSON object")
+        filter_value = _parse_filter(filter_json)
         if k < 1:
             raise InvalidInputError("-k must be at least 1")
+        if hybrid and (min_similarity is not None or per_chunk):
+            raise InvalidInputError(
+                "--min-similarity and --per-chunk apply to vector search, not --hybrid"
+            )
         with _platform() as platform:
             results = platform.search_many(
-                collection, [text for _, text in batch], k=k, filter=filter_value
+                collection,
+                [text for _, text in batch],
+                k=k,
+                filter=filter_value,
+                hybrid=hybrid,
+                min_similarity=min_similarity,
+                per_record=not per_chunk,
+                ef_search=ef_search,
+                probes=probes,
             )
         for (query_id, text), hits in zip(batch, results, strict=True):
             if json_out:
@@ -532,6 +558,100 @@ def search(
             for rank, hit in enumerate(hits, 1):
                 snippet = " ".join(hit.chunk.split())[:100]
                 typer.echo(f"{rank:>3}. {hit.score:.3f}  {hit.id}  {snippet}")
+
+    _run(go)
+
+
+def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    """--filter's JSON, checked against the filter language (docs/filters.md)."""
+    if not text:
+        return None
+    from embedplat.filters import parse_filter
+
+    return parse_filter(text)
+
+
+@app.command()
+def similar(
+    collection: str,
+    record_id: Annotated[str, typer.Argument(metavar="ID", help="External id of the record.")],
+    k: Annotated[int, typer.Option("-k", help="Records to return.")] = 10,
+    filter_json: FilterOption = None,
+    ef_search: EfSearchOption = None,
+    probes: ProbesOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """More like this: the records nearest to record ID (by the mean of its chunk vectors)."""
+
+    def go() -> None:
+        filter_value = _parse_filter(filter_json)
+        with _platform() as platform:
+            hits = platform.similar(
+                collection, record_id, k=k, filter=filter_value, ef_search=ef_search, probes=probes
+            )
+        if json_out:
+            for hit in hits:
+                _print_json(hit.to_json())
+            return
+        if not hits:
+            typer.echo("(no results)")
+        for rank, hit in enumerate(hits, 1):
+            snippet = " ".join(hit.chunk.split())[:100]
+            typer.echo(f"{rank:>3}. {hit.score:.3f}  {hit.id}  {snippet}")
+
+    _run(go)
+
+
+class IndexMethod(StrEnum):
+    hnsw = "hnsw"
+    ivfflat = "ivfflat"
+
+
+@app.command()
+def index(
+    collection: str,
+    method: Annotated[IndexMethod, typer.Option(help="Index type.")] = IndexMethod.hnsw,
+    m: Annotated[int | None, typer.Option("--m", help="HNSW: links per node (default 16).")] = None,
+    ef_construction: Annotated[
+        int | None, typer.Option(help="HNSW: candidate list while building (default 64).")
+    ] = None,
+    lists: Annotated[
+        int | None, typer.Option(help="IVFFlat: number of lists (default rows / 1000).")
+    ] = None,
+    ef_search: Annotated[
+        int | None, typer.Option(help="HNSW: default ef_search stored for searches.")
+    ] = None,
+    probes: Annotated[
+        int | None,
+        typer.Option(help="IVFFlat: default probes stored for searches (default sqrt(lists))."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """(Re)build COLLECTION's ANN index concurrently; searches keep working meanwhile."""
+
+    def go() -> None:
+        with _platform() as platform:
+            report = platform.build_index(
+                collection,
+                method=method.value,
+                m=m,
+                ef_construction=ef_construction,
+                lists=lists,
+                ef_search=ef_search,
+                probes=probes,
+            )
+        if json_out:
+            _print_json(report.to_json())
+            return
+        options = ", ".join(f"{key}={value}" for key, value in report.options.items())
+        if not report.built:
+            typer.echo(f"{collection}: stored index options ({options}); {report.note}")
+            return
+        verb = "rebuilt" if report.replaced else "built"
+        typer.echo(
+            f"{verb} {report.index} ({options}) over {report.vectors:,} vectors "
+            f"in {report.seconds:.1f}s"
+        )
 
     _run(go)
 
@@ -567,6 +687,164 @@ def _load_queries(words: list[str] | None, path: Path | None) -> list[tuple[Any,
     if not batch:
         raise InvalidInputError(f"{path}: no queries")
     return batch
+
+
+# -- duplicates, anomalies, export ------------------------------------------------------------
+
+
+@app.command()
+def duplicates(
+    collection: str,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Minimum similarity of a pair (default 0.7, calibrated for all-MiniLM-L6-v2)."
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="Nearest chunks probed per chunk.")] = 10,
+    groups: Annotated[
+        bool, typer.Option("--groups", help="Connected groups with one keeper each, not pairs.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Near-duplicate records of COLLECTION (pairs, or --groups), most similar first."""
+
+    def go() -> None:
+        options: dict[str, Any] = {"k": k}
+        if threshold is not None:
+            options["threshold"] = threshold
+        with _platform() as platform:
+            if groups:
+                members = platform.duplicate_groups(collection, **options)
+            else:
+                pairs = platform.near_duplicates(collection, **options)
+        if groups:
+            if json_out:
+                for member in members:
+                    _print_json(member.to_json())
+                return
+            if not members:
+                typer.echo("no near-duplicates")
+            for member in members:
+                mark = "keep" if member.keeper else "    "
+                typer.echo(f"{member.group:>5}  {mark}  {member.id}")
+            return
+        if json_out:
+            for pair in pairs:
+                _print_json(pair.to_json())
+            return
+        if not pairs:
+            typer.echo("no near-duplicates")
+        for pair in pairs:
+            typer.echo(f"{pair.similarity:.3f}  {pair.a}  {pair.b}")
+
+    _run(go)
+
+
+@app.command()
+def anomalies(
+    collection: str,
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Score against this collection (same model) instead of COLLECTION."),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="Nearest records averaged per score.")] = 10,
+    top: Annotated[
+        int | None, typer.Option("--top", help="Only the N most anomalous records.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Anomaly score per record (mean distance to its k nearest records), highest first."""
+
+    def go() -> None:
+        with _platform() as platform:
+            scores = platform.anomaly_scores(collection, k=k, reference=reference, top=top)
+        if json_out:
+            for score in scores:
+                _print_json(score.to_json())
+            return
+        if not scores:
+            typer.echo("no embedded records to score")
+        for score in scores:
+            typer.echo(f"{score.rank:>6}. {score.score:.4f}  {score.percentile:6.2f}%  {score.id}")
+
+    _run(go)
+
+
+class ExportFormatChoice(StrEnum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+@app.command()
+def export(
+    collection: str,
+    chunks: Annotated[bool, typer.Option("--chunks", help="One row per chunk.")] = False,
+    vectors: Annotated[
+        bool, typer.Option("--vectors", help="Include the active model's vectors.")
+    ] = False,
+    output_format: Annotated[
+        ExportFormatChoice, typer.Option("--format", help="jsonl (default) or parquet.")
+    ] = ExportFormatChoice.jsonl,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write (default: stdout, jsonl only)."),
+    ] = None,
+) -> None:
+    """Export COLLECTION's records (or chunks, optionally with vectors) as JSON Lines or Parquet."""
+
+    def go() -> None:
+        from embedplat.errors import InvalidInputError
+
+        if output_format is ExportFormatChoice.parquet and output is None:
+            raise InvalidInputError("--format parquet needs --output PATH")
+        show_bar = sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
+        with _platform() as platform:
+            total = platform.export_count(collection, chunks=chunks) if show_bar else 0
+            with _bar("exporting", total, enabled=show_bar) as advance:
+                written = platform.export(
+                    collection,
+                    output if output is not None else sys.stdout,
+                    chunks=chunks,
+                    vectors=vectors,
+                    format=output_format.value,
+                    progress=advance,
+                )
+        if output is not None:
+            unit = "chunks" if chunks else "records"
+            typer.echo(f"exported {written:,} {unit} to {output}", err=True)
+
+    _run(go)
+
+
+@contextmanager
+def _bar(description: str, total: int, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar with count, rate and ETA on stderr (a no-op when disabled)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -615,6 +893,67 @@ def status(json_out: JsonFlag = False) -> None:
                 lag,
             )
         Console().print(table)
+
+    _run(go)
+
+
+# -- worker -----------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (default: one per CPU core)."),
+    ] = None,
+    beat: Annotated[
+        bool,
+        typer.Option(
+            "--beat",
+            help="Also run the scheduler (sweep, reconcile, index upkeep) and the change "
+            "listener in this worker. Run exactly one per deployment.",
+        ),
+    ] = False,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run a Celery worker for embedplat's tasks (same as `celery -A embedplat_workers.app worker`).
+
+    Broker from EMBEDPLAT_BROKER_URL; database from EMBEDPLAT_DATABASE_URL, else the embedded
+    server. Needs Celery, which comes with the `workers` extra of embedplat.
+    """
+
+    def go() -> None:
+        from embedplat.errors import ConfigurationError, InvalidInputError
+
+        if concurrency is not None and concurrency < 1:
+            raise InvalidInputError("--concurrency must be at least 1")
+        if loglevel.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise InvalidInputError(
+                f"--loglevel must be DEBUG, INFO, WARNING or ERROR, got {loglevel!r}"
+            )
+        # Celery is imported here only: `embedplat` itself never depends on it.
+        try:
+            from embedplat_workers.app import app as celery_app
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in (
+                "celery",
+                "kombu",
+                "redis",
+                "embedplat_workers",
+            ):
+                raise ConfigurationError(
+                    f"the worker needs Celery ({exc.name} is missing): "
+                    "pip install 'embedplat[workers]'"
+                ) from None
+            raise
+        argv = ["worker", f"--loglevel={loglevel.upper()}"]
+        if concurrency is not None:
+            argv.append(f"--concurrency={concurrency}")
+        if beat:
+            home = _settings().home
+            home.mkdir(parents=True, exist_ok=True)
+            argv += ["--beat", f"--schedule={home / 'celerybeat-schedule'}"]
+        celery_app.worker_main(argv)
 
     _run(go)
 

@@ -20,8 +20,10 @@
 -- threshold at chunk level is re-scored exactly over all its chunk pairs.
 --
 -- Records with identical content share their vectors, so probes and scores are computed per
--- distinct content and expanded to every record carrying it: a crowd of exact copies cannot
--- push a near-duplicate out of the k probed neighbours of the others.
+-- distinct content and expanded to every record carrying it, and a probe leaves out its own
+-- content's copies: a crowd of exact copies can neither fill its own probes nor, having one
+-- probe per content, outnumber the others. (Copies of *another* content still take one place
+-- each among a probe's k neighbours; k bounds how many neighbours a chunk looks at.)
 --
 -- As in embedplat.search, the vector expression and the predicate repeat the partial index's
 -- definition (embedding::vector(N), collection_id = C AND model_id = M) with numbers read from
@@ -96,17 +98,22 @@ BEGIN
     -- One k-NN probe per chunk (of one record per distinct content) through the index, as a
     -- statement of its own: a plain scan calling the parallel-safe probe function, which the
     -- server may split across parallel workers (inside the big statement below it could not).
+    -- The probe leaves out the probing content's other copies (g.ids), so they cannot fill its
+    -- k places.
     EXECUTE format($q$
         SELECT coalesce(array_agg(e.record_id), '{}'),
                coalesce(array_agg(n.record_id), '{}'),
                coalesce(array_agg(1 - n.distance), '{}')
-        FROM embedplat.embeddings e
+        FROM (SELECT min(r.id) AS rep, array_agg(r.id) AS ids
+              FROM embedplat.records r
+              WHERE r.collection_id = %2$s
+              GROUP BY r.content_hash) g
+        JOIN embedplat.embeddings e
+          ON e.record_id = g.rep AND e.collection_id = %2$s AND e.model_id = %3$s
         CROSS JOIN LATERAL embedplat.nearest_chunks(
-            e.embedding::vector(%1$s), %2$s, %3$s, %1$s, e.record_id, $2) n
-        WHERE e.collection_id = %2$s AND e.model_id = %3$s
-          AND e.record_id IN (SELECT min(r.id) FROM embedplat.records r
-                              WHERE r.collection_id = %2$s GROUP BY r.content_hash)
-          AND 1 - n.distance >= $1
+            e.embedding::vector(%1$s), %2$s, %3$s, %1$s, e.record_id, $2,
+            CASE WHEN cardinality(g.ids) > 1 THEN g.ids END) n
+        WHERE 1 - n.distance >= $1
     $q$, dims, col_id, model_id) INTO hit_a, hit_b, hit_sim USING threshold::float8, k;
 
     RETURN QUERY EXECUTE format($q$

@@ -2,7 +2,9 @@
 -- probe per chunk of a collection through the partial ANN index of (collection, model).
 
 -- One k-NN probe: the n chunks of (collection_id, model_id) nearest to query, leaving out the
--- chunks of record exclude_record (0: none), through the partial index, which the statement
+-- chunks of record exclude_record (0: none) and of the records in exclude_also (NULL: none;
+-- near_duplicates passes the other records with the probing record's content, so that its own
+-- exact copies cannot fill the n places), through the partial index, which the statement
 -- matches by repeating its expression and predicate (numbers spliced in with format('%s')).
 --
 -- A PARALLEL SAFE function rather than an inline LATERAL (... ORDER BY ... LIMIT n) subquery:
@@ -16,7 +18,8 @@ CREATE OR REPLACE FUNCTION embedplat.nearest_chunks(
     model_id integer,
     dimensions integer,
     exclude_record bigint,
-    n integer
+    n integer,
+    exclude_also bigint[] DEFAULT NULL
 )
 RETURNS TABLE (record_id bigint, chunk_id bigint, distance float8)
 LANGUAGE plpgsql
@@ -30,9 +33,10 @@ BEGIN
         SELECT e.record_id, e.chunk_id, (e.embedding::vector(%1$s)) <=> $1
         FROM embedplat.embeddings e
         WHERE e.collection_id = %2$s AND e.model_id = %3$s AND e.record_id <> $2
+          AND ($4::bigint[] IS NULL OR e.record_id <> ALL ($4))
         ORDER BY (e.embedding::vector(%1$s)) <=> $1
         LIMIT $3
-    $q$, dimensions, collection_id, model_id) USING query, exclude_record, n;
+    $q$, dimensions, collection_id, model_id) USING query, exclude_record, n, exclude_also;
 END
 $fn$;
 

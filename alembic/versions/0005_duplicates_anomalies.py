@@ -33,7 +33,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS embedplat.bulk_probe_ef_search(jsonb, integer)")
     op.execute(
         "DROP FUNCTION IF EXISTS "
-        "embedplat.nearest_chunks(vector, integer, integer, integer, bigint, integer)"
+        "embedplat.nearest_chunks(vector, integer, integer, integer, bigint, integer, bigint[])"
     )
     op.execute(
         "DROP FUNCTION IF EXISTS embedplat.nearest_records_mean_distance("

@@ -235,6 +235,22 @@ def test_many_copies_do_not_crowd_out_a_near_duplicate(platform: Platform, db_ur
     assert len(got) == 15 + 15 * 14 // 2
 
 
+def test_copies_on_both_sides_do_not_hide_the_pair(platform: Platform, db_url: str) -> None:
+    # 12 copies of X and 12 of Y, X~Y at exactly 0.75, k=10: each content's probe must look
+    # past its own 11 other copies (all at similarity 1) to find the other content.
+    w = distinct_words(5)
+    platform.create_collection("crowds", model=HASH)
+    rows = [{"id": f"x{i:02d}", "text": f"{w[0]} {w[1]} {w[2]} {w[3]}"} for i in range(12)]
+    rows += [{"id": f"y{i:02d}", "text": f"{w[0]} {w[1]} {w[2]} {w[4]}"} for i in range(12)]
+    platform.ingest("crowds", rows)
+    hash_sync(db_url, "crowds")
+    got = _pairs(platform.near_duplicates("crowds", threshold=0.7, k=10))
+    cross = {p: s for p, s in got.items() if p[0][0] != p[1][0]}
+    assert set(cross) == {(f"x{i:02d}", f"y{j:02d}") for i in range(12) for j in range(12)}
+    assert all(s == 0.75 for s in cross.values())
+    assert len(got) == 144 + 2 * (12 * 11 // 2)
+
+
 def test_multi_chunk_record_similarity(platform: Platform, db_url: str) -> None:
     w = distinct_words(40)
 

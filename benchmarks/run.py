@@ -4,8 +4,20 @@
     python -m benchmarks.run ingest sync     # some of them
     python -m benchmarks.run --report        # only re-render RESULTS.md from results/*.json
 
+Suites and the result files they write:
+
+    ingest       bench_ingest            ingest
+    sync         bench_sync              sync_throughput, sync_incremental, sync_noop, sync_index
+    retrieval    bench_retrieval         retrieval_scifact
+    search       bench_search            search_latency, hybrid_scifact
+    calibration  calibrate_duplicates    calibration
+    analytics    bench_analytics         duplicates, anomalies
+    workers      bench_workers           workers
+
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
-partial run keeps the earlier figures of the others (each table says when it was measured).
+partial run keeps the earlier figures of the others (each section says when it was measured).
+A missing file leaves its section out; a file this script does not know (or cannot read) is
+shown as JSON.
 """
 
 from __future__ import annotations
@@ -14,25 +26,356 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from .bench_workers import markdown as workers_markdown
 from .common import HERE, RESULTS
 
 SUITES = {
     "ingest": ["benchmarks.bench_ingest"],
     "sync": ["benchmarks.bench_sync"],
     "retrieval": ["benchmarks.bench_retrieval"],
+    "search": ["benchmarks.bench_search"],
+    "calibration": ["benchmarks.calibrate_duplicates"],
+    "analytics": ["benchmarks.bench_analytics"],
+    "workers": ["benchmarks.bench_workers"],
 }
 
+Result = dict[str, Any]
 
-def _load(name: str) -> dict[str, Any] | None:
+
+def _load(name: str) -> Result | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _when(result: dict[str, Any]) -> str:
+def _when(result: Result) -> str:
     m = result["machine"]
     return f"_measured {m['date']}, {m['cpus']} CPUs, Python {m['python']}_"
+
+
+def _raw(title: str, result: Result) -> list[str]:
+    """A result shown as JSON (unknown to render(), or not in the shape it expects)."""
+    return [
+        f"## {title}",
+        "",
+        _when(result) if "machine" in result else "_measured: unknown_",
+        "",
+        "```json",
+        json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2),
+        "```",
+        "",
+    ]
+
+
+# -- bench_ingest ---------------------------------------------------------------------------------
+
+
+def _ingest(r: Result) -> list[str]:
+    rate = r["records_per_second"]
+    return [
+        "## Ingest (binary COPY + set-based upsert, no embedding)",
+        "",
+        _when(r),
+        "",
+        f"{r['records']:,} short JSONL records (~{r['record_bytes_avg']:.0f} bytes each), file → readers → database. Goal ≥ {r['goal_records_per_second']:,} records/s.",
+        "",
+        "| run | seconds | records/s |",
+        "|---|---:|---:|",
+        *[f"| {k.replace('_', ' ')} | {r['seconds'][k]} | {rate[k]:,} |" for k in rate],
+        "",
+    ]
+
+
+# -- bench_sync -----------------------------------------------------------------------------------
+
+
+def _sync_throughput(r: Result) -> list[str]:
+    return [
+        "## Sync throughput vs. the raw model",
+        "",
+        _when(r),
+        "",
+        f"{r['docs']} SciFact documents → {r['chunks']} chunks, all-MiniLM-L6-v2 on CPU. Raw = `SentenceTransformer.encode` of the same chunk texts; sync = claim, chunk, embed, compare-and-set write (index build excluded, measured separately).",
+        "",
+        "| | seconds | chunks/s |",
+        "|---|---:|---:|",
+        f"| raw encode | {r['raw_encode_seconds']} | {r['raw_chunks_per_second']} |",
+        f"| embedplat sync | {r['sync_seconds']} | {r['sync_chunks_per_second']} |",
+        "",
+        f"Ratio raw/sync = **{r['ratio']}** (goal ≥ {r['goal_ratio']}). HNSW build afterwards: {r['index_build_seconds_after']} s.",
+        "",
+    ]
+
+
+def _sync_incremental(r: Result) -> list[str]:
+    return [
+        "## Incremental re-embedding",
+        "",
+        _when(r),
+        "",
+        f"{r['records']} records of 4 SciFact abstracts each ({r['chunks']} chunks, {r['chunks_per_record']} per record); one sentence of one paragraph edited in every record.",
+        "",
+        "| | chunks embedded |",
+        "|---|---:|",
+        f"| embedplat sync after the edits | **{r['chunks_reembedded']}** ({r['reembedded_per_edit']} per edit; goal ≤ {r['goal_per_edit']}) |",
+        f"| a peer that re-embeds every chunk of a changed record | {r['peer_behaviour_reembedded']} |",
+        f"| no-op sync on the unchanged corpus | {r['noop_chunks_embedded']} ({r['noop_seconds']} s) |",
+        "",
+    ]
+
+
+def _sync_noop(r: Result) -> list[str]:
+    return [
+        "## No-op sync at scale",
+        "",
+        _when(r),
+        "",
+        f"{r['records']:,} synced records, nothing changed: sync embeds {r['noop_chunks_embedded']} chunks in **{r['noop_sync_seconds']} s** (best of {len(r['noop_sync_seconds_all'])}: {r['noop_sync_seconds_all']}). Goal: 0 chunks embedded, well under a second.",
+        "",
+    ]
+
+
+def _sync_index(r: Result) -> list[str]:
+    after, before = r["index_after_backfill_seconds"], r["index_before_backfill_seconds"]
+    return [
+        "## HNSW index: built after the back-fill vs. present during it",
+        "",
+        _when(r),
+        "",
+        f"{r['vectors']:,} vectors of {r['dimensions']} dimensions (test embedder), whole sync including the index. Bar: building the index after the back-fill (what sync does) must beat maintaining it during the back-fill.",
+        "",
+        "| | seconds |",
+        "|---|---:|",
+        f"| index built after the back-fill (what sync does) | **{after}** |",
+        f"| index present during the back-fill | {before} |",
+        "",
+        f"Building afterwards is {before / after:.1f} times faster." if after else "",
+        "",
+    ]
+
+
+# -- bench_retrieval ------------------------------------------------------------------------------
+
+
+def _retrieval(r: Result) -> list[str]:
+    a, b = r["embedplat_search"], r["exact_whole_documents"]
+    return [
+        "## Retrieval quality: SciFact",
+        "",
+        _when(r),
+        "",
+        f"{r['corpus_docs']:,} documents ({r['chunks']:,} chunks), {r['queries']} train queries, all-MiniLM-L6-v2. Bar: the exact in-memory baseline with the same model; published reference: {r['published_reference']}.",
+        "",
+        "| | nDCG@10 | recall@10 |",
+        "|---|---:|---:|",
+        f"| embedplat search (chunks, HNSW, best chunk per record) | **{a['ndcg@10']}** | **{a['recall@10']}** |",
+        f"| exact in-memory baseline (whole documents) | {b['ndcg@10']} | {b['recall@10']} |",
+        "",
+        f"Search latency through `embedplat.search`: p50 {r['search_latency_ms_p50']} ms, p95 {r['search_latency_ms_p95']} ms.",
+        "",
+    ]
+
+
+# -- bench_search ---------------------------------------------------------------------------------
+
+
+def _search_latency(r: Result) -> list[str]:
+    opts = r.get("index_options") or {}
+    index = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "method")
+    title = "isotropic vectors" if r["benchmark"].endswith("_isotropic") else "synthetic vectors"
+    f1 = r["filtered_1_percent"]
+    raw = r["raw_pgvector_index_query"]
+    return [
+        f"## Search latency and recall: `embedplat.search` ({title})",
+        "",
+        _when(r),
+        "",
+        f"{r['vectors']:,} vectors of {r['dimensions']} dimensions ({r['data']}), one chunk per record, loaded with binary COPY ({r['load_seconds']} s); {opts.get('method', 'hnsw').upper()} index ({index}) built in {r['index_build_seconds']} s. {r['queries']} queries from the same distribution, k = {r['k']}, recall@10 against exact search. Goal: **{r['goal']}**.",
+        "",
+        "| query | ef_search | recall@10 | p50 ms | p95 ms |",
+        "|---|---:|---:|---:|---:|",
+        *[
+            f"| `embedplat.search` | {run['ef_search']} | {run['recall@10']} | {run['p50_ms']} | {run['p95_ms']} |"
+            for run in r["embedplat_search"]
+        ],
+        f"| `embedplat.search`, filter matching 1 % (`{json.dumps(f1['filter'])}`) | {f1['ef_search']} | {f1['recall@10']} | {f1['p50_ms']} | {f1['p95_ms']} |",
+        f"| bare pgvector index query, for reference | {raw['ef_search']} | {raw['recall@10']} | {raw['p50_ms']} | {raw['p95_ms']} |",
+        "",
+        f"Filtered search: the fewest rows any query returned was {f1['rows_returned_min']} of {r['k']}; recall is against the exact top {r['k']} of the matching rows.",
+        "",
+    ]
+
+
+def _hybrid(r: Result) -> list[str]:
+    rrf = r["rrf"]
+    rows = [
+        ("`embedplat.hybrid_search` (RRF)", r["hybrid_rrf"]),
+        ("vector only: `embedplat.search`", r["vector_only"]),
+        ("text only: `hybrid_search`, vector_weight 0", r["text_only"]),
+    ]
+    gain = r["hybrid_rrf"]["ndcg@10"] - r["vector_only"]["ndcg@10"]
+    return [
+        "## Hybrid search quality: SciFact",
+        "",
+        _when(r),
+        "",
+        f"{r['corpus_docs']:,} documents ({r['chunks']:,} chunks), {r['queries']} train queries, {r['model']}; reciprocal rank fusion with k = {rrf['k']}, weights {rrf['vector_weight']} (vector) / {rrf['text_weight']} (text), lists {rrf['list_depth']} deep. Bar: vector-only search on the same chunks (same corpus and model as the retrieval benchmark).",
+        "",
+        "| | nDCG@10 | recall@10 | p50 ms | p95 ms |",
+        "|---|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {m['ndcg@10']} | {m['recall@10']} | {m['p50_ms']} | {m['p95_ms']} |"
+            for name, m in rows
+        ],
+        "",
+        f"Hybrid vs. vector only: nDCG@10 **{gain:+.4f}**. Sync of the corpus: {r['sync_seconds']} s.",
+        "",
+    ]
+
+
+# -- calibrate_duplicates -------------------------------------------------------------------------
+
+
+def _calibration(r: Result) -> list[str]:
+    mrpc, sick = r["mrpc"], r["sick"]
+    default = r["default_threshold"]
+
+    def row(name: str, part: dict[str, Any], pairs: int) -> str:
+        best = part["best_f1"]
+        at = part.get("at_default_threshold")
+        at_text = f"{at['f1']} | {at['precision']} / {at['recall']}" if at else "- | -"
+        return (
+            f"| {name} | {pairs:,} | {part['positives']:,} | {part['average_precision']} | "
+            f"{best['f1']} at {best['threshold']} | {best['precision']} / {best['recall']} | "
+            f"{at_text} |"
+        )
+
+    return [
+        "## Near-duplicate threshold calibration",
+        "",
+        _when(r),
+        "",
+        f"Cosine similarity of {r['model']} vectors (the product's own embedder) for labelled sentence pairs ({r['texts_embedded']:,} distinct texts): how well it separates duplicates from the rest, and the threshold that does it best. The default threshold of `embedplat.near_duplicates` / `duplicate_groups` is the SICK (relatedness ≥ 4) best-F1 threshold rounded to two decimals: **{default}**, checked on MRPC.",
+        "",
+        f"| pairs | count | positives | average precision | best F1 (threshold) | precision / recall | F1 at {default} | precision / recall at {default} |",
+        "|---|---:|---:|---:|---|---|---:|---|",
+        row("MRPC train: paraphrase", mrpc, mrpc["pairs"]),
+        row("SICK: relatedness ≥ 4", sick["related_ge_4"], sick["pairs"]),
+        row("SICK: relatedness ≥ 4.5", sick["related_ge_4_5"], sick["pairs"]),
+        "",
+        f"SICK Spearman (cosine vs. relatedness): {sick['spearman']}. Published reference: {r['published_reference']}.",
+        "",
+    ]
+
+
+# -- bench_analytics ------------------------------------------------------------------------------
+
+
+def _duplicates(r: Result) -> list[str]:
+    return [
+        "## Near-duplicates at scale: `embedplat.near_duplicates`",
+        "",
+        _when(r),
+        "",
+        f"{r['chunks']:,} synthetic {r['dimensions']}-d unit vectors (clustered like topical text, with {r['planted_near_copies']:,} planted near-copies at cosine 0.6 to 0.99 to their original), loaded with binary COPY ({r['load_seconds']} s), HNSW built as sync builds it ({r['index_build_seconds']} s). Threshold {r['threshold']}, k = {r['k']}; checked against an exact all-pairs computation (numpy, {r['exact_all_pairs_seconds']} s).",
+        "",
+        "| | measured | goal |",
+        "|---|---:|---:|",
+        f"| time of `embedplat.near_duplicates` | **{r['seconds']} s** | ≤ {r['goal_seconds']} s |",
+        f"| recall of the {r['exact_pairs_above_threshold']:,} exact pairs above the threshold | **{r['recall']}** | ≥ {r['goal_recall']} |",
+        f"| precision of the {r['pairs_found']:,} pairs found | {r['precision']} | |",
+        f"| largest similarity error of a found pair | {r['max_similarity_error']} | |",
+        "",
+    ]
+
+
+def _anomalies(r: Result) -> list[str]:
+    out = [
+        "## Anomaly scores: `embedplat.anomaly_scores`",
+        "",
+        _when(r),
+        "",
+    ]
+    if not r.get("scale") and not r.get("agnews"):
+        return []
+    if scale := r.get("scale"):
+        out += [
+            f"Speed: {scale['chunks']:,} synthetic chunks (the near-duplicate data above), k = {scale['k']}: {scale['records_scored']:,} records scored in **{scale['seconds']} s** (goal ≤ {scale['goal_seconds']} s).",
+            "",
+        ]
+    if ag := r.get("agnews"):
+        setups = [
+            ("within the collection", ag.get("within_collection")),
+            ("against a reference collection", ag.get("against_reference")),
+        ]
+        out += [
+            f'Quality: AG News one-class, {ag["records"]:,} records ("World" news normal, {ag["anomalies"]} of other topics anomalous), all-MiniLM-L6-v2, k = {ag["k"]}. Within the collection every record is scored against the others; against a reference, {ag["reference_records"]:,} normal records form the reference collection and the other {ag["scored_against_reference"]:,} (every anomaly among them) are scored. Bar: an exact in-memory k-NN score on the same vectors; published reference: {ag["published_reference"]}.',
+            "",
+            "| setup | ROC-AUC | average precision | exact k-NN ROC-AUC | exact k-NN AP | records | seconds |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *[
+                f"| {name} | **{s['embedplat']['roc_auc']}** | {s['embedplat']['average_precision']} | {s['exact_knn']['roc_auc']} | {s['exact_knn']['average_precision']} | {s['records_scored']:,} | {s['seconds']} |"
+                for name, s in setups
+                if s
+            ],
+            "",
+            f"Sync of the three collections: {ag['sync_seconds']} s.",
+            "",
+        ]
+    return out
+
+
+# -- bench_workers --------------------------------------------------------------------------------
+
+
+def _workers(r: Result) -> list[str]:
+    what = []
+    if r.get("throughput"):
+        what.append(
+            "Throughput: the same backlog embedded in-process and by 1 or 2 Celery worker "
+            "processes, clock from the task sent to the last vector stored; bar: in-process "
+            "`embedplat sync` (the `vs in-process` column)."
+        )
+    if r.get("notify_latency"):
+        what.append(
+            "Latency: a record ingested until `embedplat.search` finds it, through trigger, "
+            "listener, debounce, task and worker; the debounce is its floor."
+        )
+    if not what:
+        return []
+    return [
+        "## Celery workers: throughput, and change → searchable through NOTIFY",
+        "",
+        _when(r),
+        "",
+        " ".join(what),
+        "",
+        workers_markdown(r).rstrip(),
+        "",
+    ]
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+Renderer = Callable[[Result], list[str]]
+
+SECTIONS: list[tuple[str, Renderer]] = [
+    ("ingest", _ingest),
+    ("sync_throughput", _sync_throughput),
+    ("sync_incremental", _sync_incremental),
+    ("sync_noop", _sync_noop),
+    ("sync_index", _sync_index),
+    ("retrieval_scifact", _retrieval),
+    ("search_latency", _search_latency),
+    ("search_latency_isotropic", _search_latency),
+    ("hybrid_scifact", _hybrid),
+    ("calibration", _calibration),
+    ("duplicates", _duplicates),
+    ("anomalies", _anomalies),
+    ("workers", _workers),
+]
 
 
 def render() -> str:
@@ -42,112 +385,19 @@ def render() -> str:
         "Rendered by `python -m benchmarks.run --report` from `benchmarks/results/*.json`.",
         "",
     ]
-    if r := _load("ingest"):
-        rate = r["records_per_second"]
-        out += [
-            "## Ingest (binary COPY + set-based upsert, no embedding)",
-            "",
-            _when(r),
-            "",
-            f"{r['records']:,} short JSONL records (~{r['record_bytes_avg']:.0f} bytes each), file → readers → database. Goal ≥ {r['goal_records_per_second']:,} records/s.",
-            "",
-            "| run | seconds | records/s |",
-            "|---|---:|---:|",
-            *[f"| {k.replace('_', ' ')} | {r['seconds'][k]} | {rate[k]:,} |" for k in rate],
-            "",
-        ]
-    if r := _load("sync_throughput"):
-        out += [
-            "## Sync throughput vs. the raw model",
-            "",
-            _when(r),
-            "",
-            f"{r['docs']} SciFact documents → {r['chunks']} chunks, all-MiniLM-L6-v2 on CPU. Raw = `SentenceTransformer.encode` of the same chunk texts; sync = claim, chunk, embed, compare-and-set write (index build excluded, measured separately).",
-            "",
-            "| | seconds | chunks/s |",
-            "|---|---:|---:|",
-            f"| raw encode | {r['raw_encode_seconds']} | {r['raw_chunks_per_second']} |",
-            f"| embedplat sync | {r['sync_seconds']} | {r['sync_chunks_per_second']} |",
-            "",
-            f"Ratio raw/sync = **{r['ratio']}** (goal ≥ {r['goal_ratio']}). HNSW build afterwards: {r['index_build_seconds_after']} s.",
-            "",
-        ]
-    if r := _load("sync_incremental"):
-        out += [
-            "## Incremental re-embedding",
-            "",
-            _when(r),
-            "",
-            f"{r['records']} records of 4 SciFact abstracts each ({r['chunks']} chunks, {r['chunks_per_record']} per record); one sentence of one paragraph edited in every record.",
-            "",
-            "| | chunks embedded |",
-            "|---|---:|",
-            f"| embedplat sync after the edits | **{r['chunks_reembedded']}** ({r['reembedded_per_edit']} per edit; goal ≤ {r['goal_per_edit']}) |",
-            f"| a peer that re-embeds every chunk of a changed record | {r['peer_behaviour_reembedded']} |",
-            f"| no-op sync on the unchanged corpus | {r['noop_chunks_embedded']} ({r['noop_seconds']} s) |",
-            "",
-        ]
-    if r := _load("sync_noop"):
-        out += [
-            "## No-op sync at scale",
-            "",
-            _when(r),
-            "",
-            f"{r['records']:,} synced records, nothing changed: sync embeds {r['noop_chunks_embedded']} chunks in **{r['noop_sync_seconds']} s** (best of {len(r['noop_sync_seconds_all'])}: {r['noop_sync_seconds_all']}).",
-            "",
-        ]
-    if r := _load("sync_index"):
-        out += [
-            "## HNSW index: built after the back-fill vs. present during it",
-            "",
-            _when(r),
-            "",
-            f"{r['vectors']:,} vectors of {r['dimensions']} dimensions (test embedder), whole sync including the index.",
-            "",
-            "| | seconds |",
-            "|---|---:|",
-            f"| index built after the back-fill (what sync does) | {r['index_after_backfill_seconds']} |",
-            f"| index present during the back-fill | {r['index_before_backfill_seconds']} |",
-            "",
-        ]
-    if r := _load("retrieval_scifact"):
-        a, b = r["embedplat_search"], r["exact_whole_documents"]
-        out += [
-            "## Retrieval quality: SciFact",
-            "",
-            _when(r),
-            "",
-            f"{r['corpus_docs']:,} documents ({r['chunks']:,} chunks), {r['queries']} train queries, all-MiniLM-L6-v2.",
-            "",
-            "| | nDCG@10 | recall@10 |",
-            "|---|---:|---:|",
-            f"| embedplat search (chunks, HNSW, best chunk per record) | {a['ndcg@10']} | {a['recall@10']} |",
-            f"| exact in-memory baseline (whole documents) | {b['ndcg@10']} | {b['recall@10']} |",
-            "",
-            f"Search latency through `embedplat.search`: p50 {r['search_latency_ms_p50']} ms, p95 {r['search_latency_ms_p95']} ms. Reference: {r['published_reference']}.",
-            "",
-        ]
-    for extra in sorted(RESULTS.glob("*.json")):
-        if extra.stem in {
-            "ingest",
-            "sync_throughput",
-            "sync_incremental",
-            "sync_noop",
-            "sync_index",
-            "retrieval_scifact",
-        }:
+    for name, section in SECTIONS:
+        result = _load(name)
+        if result is None:
             continue
-        data = json.loads(extra.read_text())
-        out += [
-            f"## {extra.stem}",
-            "",
-            _when(data),
-            "",
-            "```json",
-            json.dumps({k: v for k, v in data.items() if k != "machine"}, indent=2),
-            "```",
-            "",
-        ]
+        try:
+            out += section(result)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            # A file from another version of its benchmark: show it rather than fail.
+            out += _raw(name, result)
+    known = {name for name, _ in SECTIONS}
+    for extra in sorted(RESULTS.glob("*.json")):
+        if extra.stem not in known:
+            out += _raw(extra.stem, json.loads(extra.read_text()))
     return "\n".join(out)
 
 

@@ -48,9 +48,21 @@ def server() -> Iterator[str]:
     try:
         yield url
     finally:
-        # Leave a server that another benchmark process started running for it.
-        if not already_running:
+        # Leave the server running when another benchmark process started it or uses it now.
+        if not already_running and not _others_connected(url):
             srv.stop()
+
+
+def _others_connected(url: str) -> bool:
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row and row[0])
 
 
 @contextmanager

@@ -13,13 +13,11 @@
   straight into embedplat's tables with binary COPY (one chunk per record, a registered model
   row), then the HNSW index is built with `embedplat index` defaults (m=16, ef_construction=64).
 
-* ``hybrid`` (result ``hybrid_scifact``): nDCG@10 and recall@10 of ``embedplat.hybrid_search``
-  vs. vector-only ``embedplat.search`` (and the full-text list alone) on SciFact, same corpus
-  and model as ``bench_retrieval``. ``--limit`` keeps a smaller corpus (all relevant documents
-  plus others); the full corpus takes about 6 minutes to embed on a 2-core CPU.
+Hybrid vs. vector-only search on SciFact is measured by ``bench_retrieval`` (result
+``hybrid_scifact``), over the corpus it embeds anyway.
 
-    python -m benchmarks.bench_search                  # both
-    python -m benchmarks.bench_search --only hybrid --limit 1000
+    python -m benchmarks.bench_search                  # 100,000 vectors
+    python -m benchmarks.bench_search --vectors 5000   # a quick run
 """
 
 from __future__ import annotations
@@ -32,17 +30,11 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
-from embedplat.embedders import load_embedder
 from embedplat.indexes import build_index
-from embedplat.search import hybrid_search_vector, search_vector
-from embedplat.sync import SyncOptions, sync
 
-from .bench_retrieval import evaluate, load_scifact
-from .common import fresh_database, server, settings, write_result
+from .common import fresh_database, server, write_result
 
-MODEL = "all-MiniLM-L6-v2"
 K = 10
 GOAL_RECALL = 0.95
 GOAL_P50_MS = 5.0
@@ -264,77 +256,21 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
     return result
 
 
-# -- hybrid on SciFact ------------------------------------------------------------------------
-
-
-def hybrid(server_url: str, limit: int | None) -> dict[str, Any]:
-    corpus, queries, qrels = load_scifact(limit)
-    embedder = load_embedder(MODEL)
-    query_vectors = embedder.embed([q["text"] for q in queries])
-    runs: dict[str, dict[str, list[str]]] = {"vector": {}, "hybrid": {}, "text": {}}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    with fresh_database(server_url) as db, Platform(db, settings()) as platform:
-        platform.create_collection("scifact", model=MODEL)
-        platform.ingest(
-            "scifact", [{"id": d["id"], "text": f"{d['title']}\n\n{d['text']}"} for d in corpus]
-        )
-        start = time.perf_counter()
-        report = sync(
-            lambda: psycopg.connect(libpq_url(db)), lambda name: embedder, "scifact", SyncOptions()
-        )
-        sync_seconds = time.perf_counter() - start
-        with platform.connection() as conn:
-            for n, q in enumerate(queries):
-                for name in runs:
-                    t = time.perf_counter()
-                    if name == "vector":
-                        hits: list[Any] = search_vector(conn, "scifact", query_vectors[n], k=K)
-                    else:
-                        hits = hybrid_search_vector(
-                            conn,
-                            "scifact",
-                            q["text"],
-                            query_vectors[n],
-                            k=K,
-                            vector_weight=0.0 if name == "text" else 1.0,
-                        )
-                    times[name].append(time.perf_counter() - t)
-                    runs[name][q["id"]] = [h.id for h in hits]
-    result = {
-        "corpus_docs": len(corpus),
-        "queries": len(queries),
-        "chunks": report.chunks_embedded,
-        "model": MODEL,
-        "vector_only": {**evaluate(runs["vector"], qrels), **_percentiles(times["vector"])},
-        "hybrid_rrf": {**evaluate(runs["hybrid"], qrels), **_percentiles(times["hybrid"])},
-        "text_only": {**evaluate(runs["text"], qrels), **_percentiles(times["text"])},
-        "rrf": {"k": 60, "vector_weight": 1.0, "text_weight": 1.0, "list_depth": max(4 * K, 60)},
-        "sync_seconds": round(sync_seconds, 1),
-    }
-    print(result)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=["latency", "hybrid"], action="append")
+    parser.add_argument("--only", choices=["latency"], action="append")
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--dims", type=int, default=384)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--isotropic", action="store_true", help="full-rank clusters (harder)")
-    parser.add_argument(
-        "--limit", type=int, default=None, help="SciFact corpus size (default: all)"
-    )
     args = parser.parse_args()
-    only = set(args.only or ["latency", "hybrid"])
+    only = set(args.only or ["latency"])
     with server() as url:
         if "latency" in only:
             name = "search_latency_isotropic" if args.isotropic else "search_latency"
             write_result(name, latency(url, args.vectors, args.dims, args.queries, args.isotropic))
-        if "hybrid" in only:
-            write_result("hybrid_scifact", hybrid(url, args.limit))
 
 
 if __name__ == "__main__":

@@ -317,12 +317,7 @@ class Platform:
     ) -> list[list[SearchHit]]:
         """Search several query texts, embedding them in one model call (options as in search)."""
         filter = validate_filter(filter)
-        with self.connection() as conn:
-            info = _collections.get_collection(conn, collection)
-        embedder = self.embedder(info.model_name)
-        with self.connection() as conn:
-            check_query_model(conn, collection, embedder)
-        vectors = embedder.embed(list(queries))
+        vectors = self._embed_queries(collection, queries)
         results: list[list[SearchHit]] = []
         with self.connection() as conn:
             for text, vector in zip(queries, vectors, strict=True):
@@ -374,12 +369,7 @@ class Platform:
         probes: int | None = None,
     ) -> list[HybridHit]:
         """Full-text and vector search fused by reciprocal rank fusion (typed :class:`HybridHit`)."""
-        with self.connection() as conn:
-            info = _collections.get_collection(conn, collection)
-        embedder = self.embedder(info.model_name)
-        with self.connection() as conn:
-            check_query_model(conn, collection, embedder)
-        vector = embedder.embed([query])[0]
+        vector = self._embed_queries(collection, [query])[0]
         with self.connection() as conn:
             return hybrid_search_vector(
                 conn,
@@ -394,6 +384,16 @@ class Platform:
                 ef_search=ef_search,
                 probes=probes,
             )
+
+    def _embed_queries(self, collection: str, queries: Sequence[str]) -> np.ndarray:
+        """Embed query texts with ``collection``'s model, refused if it no longer matches the
+        collection's vectors (:func:`~embedplat.search.check_query_model`)."""
+        with self.connection() as conn:
+            info = _collections.get_collection(conn, collection)
+        embedder = self.embedder(info.model_name)
+        with self.connection() as conn:
+            check_query_model(conn, collection, embedder)
+        return embedder.embed(list(queries))
 
     def similar(
         self,

@@ -58,11 +58,8 @@ class SearchHit:
     def from_row(cls, row: Any) -> SearchHit:
         """From a row of ``embedplat.search``/``similar`` (attribute access by column name)."""
         return cls(
-            id=str(row.id),
+            **_hit_fields(row),
             score=float(row.similarity),
-            chunk=str(row.chunk),
-            metadata=dict(row.metadata or {}),
-            chunk_ordinal=_int_or_none(row.chunk_ordinal),
             char_start=_int_or_none(getattr(row, "char_start", None)),
             char_end=_int_or_none(getattr(row, "char_end", None)),
         )
@@ -82,12 +79,9 @@ class HybridHit(SearchHit):
     text_rank: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        # SearchHit.to_json explicitly: zero-argument super() fails in a slots dataclass.
         return {
-            "id": self.id,
-            "score": self.score,
-            "chunk": self.chunk,
-            "metadata": self.metadata,
-            "chunk_ordinal": self.chunk_ordinal,
+            **SearchHit.to_json(self),
             "similarity": self.similarity,
             "text_score": self.text_score,
             "vector_rank": self.vector_rank,
@@ -98,11 +92,8 @@ class HybridHit(SearchHit):
     def from_row(cls, row: Any) -> HybridHit:
         """From a row of ``embedplat.hybrid_search``."""
         return cls(
-            id=str(row.id),
+            **_hit_fields(row),
             score=float(row.score),
-            chunk=str(row.chunk),
-            metadata=dict(row.metadata or {}),
-            chunk_ordinal=_int_or_none(row.chunk_ordinal),
             similarity=None if row.similarity is None else float(row.similarity),
             text_score=None if row.text_score is None else float(row.text_score),
             vector_rank=_int_or_none(row.vector_rank),
@@ -300,6 +291,16 @@ def _fetch(conn: Connection, query: str, params: Sequence[Any]) -> list[Any]:
     except psycopg.errors.DataException as exc:
         # Raised for a query vector of another dimension than the collection's model.
         raise ModelMismatchError(_server_message(exc)) from None
+
+
+def _hit_fields(row: Any) -> dict[str, Any]:
+    """The fields every kind of hit reads the same way from its row (all but the score)."""
+    return {
+        "id": str(row.id),
+        "chunk": str(row.chunk),
+        "metadata": dict(row.metadata or {}),
+        "chunk_ordinal": _int_or_none(row.chunk_ordinal),
+    }
 
 
 def _int_or_none(value: Any) -> int | None:

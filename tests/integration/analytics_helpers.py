@@ -1,27 +1,15 @@
-"""Helpers for the near-duplicate, anomaly and export tests: test-embedder syncs, stored
-vectors, plans, and the exact (numpy) definitions the SQL functions must reproduce."""
+"""Helpers for the near-duplicate, anomaly and export tests: stored vectors and the exact
+(numpy) definitions the SQL functions must reproduce (syncs and plans: search_helpers)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 import psycopg
 
 from embedplat.db.connection import libpq_url
 from embedplat.embedders.testing import HashEmbedder
-from embedplat.sync import SyncOptions, SyncReport, sync
-
-
-def hash_sync(url: str, collection: str, dimensions: int = 64) -> SyncReport:
-    """Sync ``collection`` with the deterministic test embedder (test-hash-N)."""
-    return sync(
-        lambda: psycopg.connect(libpq_url(url)),
-        lambda name: HashEmbedder(dimensions),
-        collection,
-        SyncOptions(),
-    )
 
 
 def distinct_words(n: int, dimensions: int = 64) -> list[str]:
@@ -138,17 +126,3 @@ def exact_anomaly_scores(
         if chunk_scores:
             scores[rid] = float(np.mean(chunk_scores))
     return scores
-
-
-def plans(url: str, statement: str, params: tuple[Any, ...] = ()) -> str:
-    """The plans of every statement ``statement`` runs, nested ones included (auto_explain)."""
-    with psycopg.connect(libpq_url(url)) as conn:
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET auto_explain.log_level = notice")
-        conn.execute("SET client_min_messages = notice")
-        notices: list[str] = []
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        conn.execute(statement, params).fetchall()
-    return "\n".join(notices)

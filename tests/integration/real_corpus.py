@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
+
+MODEL = "all-MiniLM-L6-v2"
 
 TOPICS: dict[str, list[str]] = {
     "gardening": [
@@ -107,6 +110,18 @@ def stored_chunks(url: str, collection: str = "docs") -> list[tuple[str, str, in
             (collection,),
         ).fetchall()
     return [(str(r[0]), str(r[1]), int(r[2]), dict(r[3])) for r in rows]
+
+
+def real_docs_collection(
+    platform: Platform, url: str
+) -> tuple[list[tuple[str, str, int, dict[str, Any]]], np.ndarray]:
+    """Collection ``docs`` of :func:`corpus_rows`, synced with :data:`MODEL` in 40-token chunks:
+    its stored chunks and their vectors, embedded again in Python."""
+    platform.create_collection("docs", model=MODEL, chunk_tokens=40, chunk_overlap=0)
+    platform.ingest("docs", corpus_rows())
+    platform.sync("docs")
+    chunks = stored_chunks(url)
+    return chunks, platform.embedder(MODEL).embed([c[1] for c in chunks])
 
 
 def exact_search(

@@ -18,11 +18,10 @@ from embedplat.errors import CollectionNotFoundError, InvalidInputError, ModelMi
 from .analytics_helpers import (
     distinct_words,
     exact_anomaly_scores,
-    hash_sync,
-    plans,
     stored_chunk_vectors,
 )
 from .real_corpus import TOPICS
+from .search_helpers import hash_sync, plans
 from .test_cli import _env, run
 
 MODEL = "all-MiniLM-L6-v2"

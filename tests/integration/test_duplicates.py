@@ -20,11 +20,10 @@ from .analytics_helpers import (
     components,
     distinct_words,
     exact_pairs,
-    hash_sync,
-    plans,
     stored_chunk_vectors,
 )
 from .real_corpus import TOPICS
+from .search_helpers import hash_sync, plans
 from .test_cli import _env, run
 
 MODEL = "all-MiniLM-L6-v2"

@@ -20,7 +20,8 @@ from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import CollectionNotFoundError, InvalidInputError
 from embedplat.export import export_rows
 
-from .analytics_helpers import hash_sync, stored_chunk_vectors
+from .analytics_helpers import stored_chunk_vectors
+from .search_helpers import hash_sync
 from .test_cli import _env, run
 
 HASH = "test-hash-64"

@@ -21,20 +21,14 @@ from embedplat.db.vectors import vector_literal
 from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import InvalidInputError
 from embedplat.search import HybridHit, hybrid_search_vector, search_vector
-from embedplat.sync import SyncOptions, sync
 
-from .real_corpus import corpus_rows, exact_search, stored_chunks
-
-MODEL = "all-MiniLM-L6-v2"
+from .real_corpus import MODEL, exact_search, real_docs_collection
+from .search_helpers import hash_collection, plans
 
 
 @pytest.fixture
 def real_docs(platform: Platform, db_url: str):
-    platform.create_collection("docs", model=MODEL, chunk_tokens=40, chunk_overlap=0)
-    platform.ingest("docs", corpus_rows())
-    platform.sync("docs")
-    chunks = stored_chunks(db_url)
-    return chunks, platform.embedder(MODEL).embed([c[1] for c in chunks])
+    return real_docs_collection(platform, db_url)
 
 
 def _text_ranking(db_url: str, tsquery_text: str, filter_sql: str = "true") -> list[str]:
@@ -142,7 +136,6 @@ def test_hybrid_lifts_a_record_that_only_matches_by_keyword(platform: Platform, 
 
 
 def _hash_docs(platform: Platform, db_url: str) -> None:
-    platform.create_collection("docs", model="test-hash-64")
     rows = [
         {"id": "p1", "text": "tomato sauce with fresh basil", "metadata": {"lang": "en", "n": 1}},
         {"id": "p2", "text": "tomato soup without basil", "metadata": {"lang": "en", "n": 2}},
@@ -157,13 +150,7 @@ def _hash_docs(platform: Platform, db_url: str) -> None:
         }
         for i in range(40)
     ]
-    platform.ingest("docs", rows)
-    sync(
-        lambda: psycopg.connect(libpq_url(db_url)),
-        lambda name: HashEmbedder(64),
-        "docs",
-        SyncOptions(),
-    )
+    hash_collection(platform, db_url, rows)
 
 
 def test_web_search_syntax_and_plain_words(platform: Platform, db_url: str) -> None:
@@ -248,19 +235,12 @@ def test_tsvector_column_is_generated_and_indexed(platform: Platform, db_url: st
             "FROM generate_series(1, 5000) g"
         )
         conn.execute("VACUUM ANALYZE embedplat.chunks")
-    with psycopg.connect(libpq_url(db_url)) as conn:
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET auto_explain.log_level = notice")
-        notices: list[str] = []
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        conn.execute(
-            "SELECT * FROM embedplat.hybrid_search('docs', 'tomato', %s::vector, 3)",
-            (vector_literal(HashEmbedder(64).embed(["tomato"])[0]),),
-        ).fetchall()
-    plans = "\n".join(notices)
-    assert "Bitmap Index Scan on ix_chunks_content_tsv" in plans, plans
+    plan = plans(
+        db_url,
+        "SELECT * FROM embedplat.hybrid_search('docs', 'tomato', %s::vector, 3)",
+        (vector_literal(HashEmbedder(64).embed(["tomato"])[0]),),
+    )
+    assert "Bitmap Index Scan on ix_chunks_content_tsv" in plan, plan
 
 
 def test_cli_and_python_hybrid(platform: Platform, db_url: str, tmp_path: Path) -> None:

@@ -22,47 +22,18 @@ from embedplat.db.vectors import vector_literal
 from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import InvalidInputError
 from embedplat.search import SearchHit, search_vector
-from embedplat.sync import SyncOptions, sync
 
-WORDS = [
-    "apple",
-    "banana",
-    "cherry",
-    "delta",
-    "echo",
-    "forest",
-    "granite",
-    "harbor",
-    "island",
-    "jungle",
-    "kettle",
-    "lemon",
-]
+from .search_helpers import hash_collection, hash_sync, plans, word_rows
 
 
 def _rows(n: int) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(3)
-    return [
-        {"id": f"r{i:05d}", "text": " ".join(rng.choice(WORDS, 8)), "metadata": {"bucket": i % 10}}
-        for i in range(n)
-    ]
-
-
-def _sync(url: str) -> None:
-    sync(
-        lambda: psycopg.connect(libpq_url(url)),
-        lambda name: HashEmbedder(64),
-        "docs",
-        SyncOptions(),
-    )
+    return word_rows(n, seed=3, metadata=lambda i, rng: {"bucket": i % 10})
 
 
 @pytest.fixture
 def corpus(platform: Platform, db_url: str) -> list[dict[str, Any]]:
     rows = _rows(2000)
-    platform.create_collection("docs", model="test-hash-64")
-    platform.ingest("docs", rows)
-    _sync(db_url)
+    hash_collection(platform, db_url, rows)
     return rows
 
 
@@ -89,19 +60,10 @@ def _exact(rows: list[dict[str, Any]], query: np.ndarray, k: int) -> list[float]
     return [round(float(s), 5) for s in sorted(sims, reverse=True)[:k]]
 
 
-def _plans(url: str, query: np.ndarray, extra: str = "") -> str:
-    with psycopg.connect(libpq_url(url)) as conn:
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET auto_explain.log_level = notice")
-        notices: list[str] = []
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        conn.execute(
-            f"SELECT * FROM embedplat.search('docs', %s::vector, 5{extra})",
-            (vector_literal(query),),
-        ).fetchall()
-    return "\n".join(notices)
+def _search_plans(url: str, query: np.ndarray) -> str:
+    return plans(
+        url, "SELECT * FROM embedplat.search('docs', %s::vector, 5)", (vector_literal(query),)
+    )
 
 
 def test_hnsw_rebuild_with_options(platform: Platform, db_url: str, corpus) -> None:
@@ -119,7 +81,7 @@ def test_hnsw_rebuild_with_options(platform: Platform, db_url: str, corpus) -> N
     assert "WHERE ((collection_id = 1) AND (model_id = 1))" in definition
     assert _options(db_url) == {"method": "hnsw", "m": 8, "ef_construction": 40, "ef_search": 80}
     query = HashEmbedder(64).embed(["apple banana"])[0]
-    assert "Index Scan using ix_embeddings_ann_c1_m1" in _plans(db_url, query)
+    assert "Index Scan using ix_embeddings_ann_c1_m1" in _search_plans(db_url, query)
     with platform.connection() as conn:
         hits = search_vector(conn, "docs", query, k=5, ef_search=400)
     assert [round(h.score, 5) for h in hits] == _exact(corpus, query, 5)
@@ -131,7 +93,7 @@ def test_ivfflat_index_is_used_with_probes(platform: Platform, db_url: str, corp
     definition = _indexes(db_url)["ix_embeddings_ann_c1_m1"]
     assert "USING ivfflat" in definition and "lists='10'" in definition
     query = HashEmbedder(64).embed(["kettle lemon"])[0]
-    assert "Index Scan using ix_embeddings_ann_c1_m1" in _plans(db_url, query)
+    assert "Index Scan using ix_embeddings_ann_c1_m1" in _search_plans(db_url, query)
     with platform.connection() as conn:
         exhaustive = search_vector(conn, "docs", query, k=5, probes=10)  # every list: exact
         default = search_vector(conn, "docs", query, k=5)  # probes from index_options
@@ -148,7 +110,7 @@ def test_options_stored_before_vectors_are_honoured_by_sync(
     report = platform.build_index("docs", method="ivfflat", lists=4)
     assert not report.built and "next sync" in report.note
     platform.ingest("docs", _rows(300))
-    _sync(db_url)
+    hash_sync(db_url)
     definition = _indexes(db_url)["ix_embeddings_ann_c1_m1"]
     assert "USING ivfflat" in definition and "lists='4'" in definition
 

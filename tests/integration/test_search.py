@@ -14,55 +14,27 @@ from embedplat.db.vectors import vector_literal
 from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import ModelMismatchError
 from embedplat.search import search_vector
-from embedplat.sync import SyncOptions, sync
 
-WORDS = [
-    "apple",
-    "banana",
-    "cherry",
-    "delta",
-    "echo",
-    "forest",
-    "granite",
-    "harbor",
-    "island",
-    "jungle",
-    "kettle",
-    "lemon",
-]
+from .search_helpers import hash_collection, hash_sync, plans, word_rows
 
 
 def _corpus(n: int) -> list[dict[str, object]]:
-    rng = np.random.default_rng(7)
-    return [
-        {
-            "id": f"r{i:04d}",
-            "text": " ".join(rng.choice(WORDS, size=8)),
-            "metadata": {
-                "bucket": i % 100,
-                "even": i % 2 == 0,
-                "tag": "rare" if i % 100 == 0 else "common",
-            },
-        }
-        for i in range(n)
-    ]
-
-
-def _sync(url: str, build_index: bool = True) -> None:
-    sync(
-        lambda: psycopg.connect(libpq_url(url)),
-        lambda name: HashEmbedder(64),
-        "docs",
-        SyncOptions(build_index=build_index),
+    return word_rows(
+        n,
+        seed=7,
+        id_digits=4,
+        metadata=lambda i, rng: {
+            "bucket": i % 100,
+            "even": i % 2 == 0,
+            "tag": "rare" if i % 100 == 0 else "common",
+        },
     )
 
 
 @pytest.fixture
 def corpus(platform: Platform, db_url: str) -> list[dict[str, object]]:
     rows = _corpus(1000)
-    platform.create_collection("docs", model="test-hash-64")
-    platform.ingest("docs", rows)
-    _sync(db_url)
+    hash_collection(platform, db_url, rows)
     return rows
 
 
@@ -89,21 +61,14 @@ def test_results_match_exact_numpy_search(platform: Platform, db_url: str, corpu
 
 
 def test_search_uses_the_hnsw_index(platform: Platform, db_url: str, corpus) -> None:
-    with psycopg.connect(libpq_url(db_url)) as conn:
-        conn.execute("SET enable_seqscan = on")
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET client_min_messages = log")
-        conn.execute("SET auto_explain.log_level = notice")
-        notices: list[str] = []
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        query = vector_literal(HashEmbedder(64).embed(["apple"])[0])
-        conn.execute(
-            "SELECT * FROM embedplat.search('docs', %s::vector, 5, '{}'::jsonb)", (query,)
-        ).fetchall()
-    plans = "\n".join(notices)
-    assert "ix_embeddings_ann_c1_m1" in plans, plans
+    query = vector_literal(HashEmbedder(64).embed(["apple"])[0])
+    plan = plans(
+        db_url,
+        "SELECT * FROM embedplat.search('docs', %s::vector, 5, '{}'::jsonb)",
+        (query,),
+        settings={"enable_seqscan": "on", "client_min_messages": "log"},
+    )
+    assert "ix_embeddings_ann_c1_m1" in plan, plan
 
 
 @pytest.mark.parametrize(
@@ -138,7 +103,7 @@ def test_one_row_per_record_with_its_best_chunk(platform: Platform, db_url: str)
     platform.ingest(
         "docs", [{"id": "long", "text": long_text}, {"id": "other", "text": "granite harbor"}]
     )
-    _sync(db_url)
+    hash_sync(db_url)
     query = HashEmbedder(64).embed(["apple banana paragraph 3"])[0]
     with platform.connection() as conn:
         hits = search_vector(conn, "docs", query, k=5)

@@ -22,69 +22,39 @@ from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import FilterError, InvalidInputError, RecordNotFoundError
 from embedplat.filters import matches
 from embedplat.search import search_vector, similar_records
-from embedplat.sync import SyncOptions, sync
 
-from .real_corpus import assert_same_ranking, corpus_rows, exact_search, stored_chunks
-
-MODEL = "all-MiniLM-L6-v2"
-WORDS = [
-    "apple",
-    "banana",
-    "cherry",
-    "delta",
-    "echo",
-    "forest",
-    "granite",
-    "harbor",
-    "island",
-    "jungle",
-    "kettle",
-    "lemon",
-]
-
+from .real_corpus import MODEL, assert_same_ranking, exact_search, real_docs_collection
+from .search_helpers import WORDS, hash_collection, hash_sync, plans, word_rows
 
 # -- fixtures ----------------------------------------------------------------------------------
 
 
+def _hash_metadata(i: int, rng: np.random.Generator) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "bucket": i % 100,
+        "parity": i % 2,
+        "tag": "rare" if i % 100 == 0 else "common",
+        "year": 1990 + i % 40,
+        "score": round(float(rng.uniform(0, 10)), 2),
+        "lang": ["en", "fr", "de", "es"][i % 4],
+        "tags": sorted({str(rng.choice(["x", "y", "z", "w"])) for _ in range(2)}),
+        "author": {"name": f"a{i % 7}", "age": 20 + i % 50},
+    }
+    if i % 3 == 0:
+        metadata["draft"] = i % 2 == 0
+    if i % 5 == 0:
+        metadata["note"] = None
+    return metadata
+
+
 def _hash_rows(n: int) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(11)
-    rows = []
-    for i in range(n):
-        metadata: dict[str, Any] = {
-            "bucket": i % 100,
-            "parity": i % 2,
-            "tag": "rare" if i % 100 == 0 else "common",
-            "year": 1990 + i % 40,
-            "score": round(float(rng.uniform(0, 10)), 2),
-            "lang": ["en", "fr", "de", "es"][i % 4],
-            "tags": sorted({str(rng.choice(["x", "y", "z", "w"])) for _ in range(2)}),
-            "author": {"name": f"a{i % 7}", "age": 20 + i % 50},
-        }
-        if i % 3 == 0:
-            metadata["draft"] = i % 2 == 0
-        if i % 5 == 0:
-            metadata["note"] = None
-        rows.append(
-            {"id": f"r{i:05d}", "text": " ".join(rng.choice(WORDS, 8)), "metadata": metadata}
-        )
-    return rows
-
-
-def _hash_sync(url: str, collection: str = "docs") -> None:
-    sync(
-        lambda: psycopg.connect(libpq_url(url)),
-        lambda name: HashEmbedder(64),
-        collection,
-        SyncOptions(),
-    )
+    return word_rows(n, seed=11, metadata=_hash_metadata)
 
 
 @pytest.fixture
 def hash_corpus(platform: Platform, db_url: str) -> list[dict[str, Any]]:
     rows = _hash_rows(1000)
-    platform.create_collection("docs", model="test-hash-64")
-    platform.ingest("docs", rows)
-    _hash_sync(db_url)
+    hash_collection(platform, db_url, rows)
     # Fresh statistics of the records, as autovacuum would leave them: the filter-plan tests
     # depend on them. (The 1,000 vectors are left unanalysed: with true statistics so small a
     # table is scanned exactly, and the HNSW-plan tests are about the 100k-row case.)
@@ -98,12 +68,8 @@ def real_docs(
     platform: Platform, db_url: str
 ) -> tuple[list[tuple[str, str, int, dict[str, Any]]], np.ndarray]:
     """The real-text corpus embedded with the real model; its chunks and their exact vectors."""
-    platform.create_collection("docs", model=MODEL, chunk_tokens=40, chunk_overlap=0)
-    platform.ingest("docs", corpus_rows())
-    platform.sync("docs")
-    chunks = stored_chunks(db_url)
+    chunks, vectors = real_docs_collection(platform, db_url)
     assert sum(1 for c in chunks if c[0].startswith("long-")) >= 4  # multi-chunk records exist
-    vectors = platform.embedder(MODEL).embed([c[1] for c in chunks])
     return chunks, vectors
 
 
@@ -407,19 +373,6 @@ def test_filter_matching_nothing(platform: Platform, hash_corpus) -> None:
             assert search_vector(conn, "docs", query, k=5, filter=filter_) == []
 
 
-def _plans(db_url: str, statement: str, params: tuple[Any, ...]) -> str:
-    with psycopg.connect(libpq_url(db_url)) as conn:
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET auto_explain.log_level = notice")
-        conn.execute("SET client_min_messages = notice")
-        notices: list[str] = []
-        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-        conn.execute(statement, params).fetchall()
-    return "\n".join(notices)
-
-
 @pytest.mark.parametrize(
     "filter_",
     [
@@ -431,12 +384,12 @@ def _plans(db_url: str, statement: str, params: tuple[Any, ...]) -> str:
 )
 def test_search_uses_the_hnsw_index(db_url: str, hash_corpus, filter_) -> None:
     query = vector_literal(HashEmbedder(64).embed(["apple"])[0])
-    plans = _plans(
+    plan = plans(
         db_url,
         "SELECT * FROM embedplat.search('docs', %s::vector, 5, %s::jsonb)",
         (query, json.dumps(filter_)),
     )
-    assert "Index Scan using ix_embeddings_ann_c1_m1" in plans, plans
+    assert "Index Scan using ix_embeddings_ann_c1_m1" in plan, plan
 
 
 @pytest.mark.parametrize("filter_", [{"tag": "rare"}, {"lang": "en", "year": {"$gt": 2020}}])
@@ -456,13 +409,13 @@ def test_selective_plain_values_use_the_gin_index_and_an_exact_scan(
     )
     with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
         conn.execute("ANALYZE embedplat.records")
-    plans = _plans(
+    plan = plans(
         db_url,
         "SELECT * FROM embedplat.search('docs', %s::vector, 5, %s::jsonb)",
         (vector_literal(query), json.dumps(filter_)),
     )
-    assert "Bitmap Index Scan on ix_records_metadata" in plans, plans
-    assert "ix_embeddings_ann_c1_m1" not in plans, plans
+    assert "Bitmap Index Scan on ix_records_metadata" in plan, plan
+    assert "ix_embeddings_ann_c1_m1" not in plan, plan
     kept = [r for r in hash_corpus if matches(r["metadata"], filter_)]
     sims = embedder.embed([r["text"] for r in kept]) @ query
     with platform.connection() as conn:
@@ -473,8 +426,8 @@ def test_selective_plain_values_use_the_gin_index_and_an_exact_scan(
 
 
 def test_similar_uses_the_hnsw_index(db_url: str, hash_corpus) -> None:
-    plans = _plans(db_url, "SELECT * FROM embedplat.similar('docs', 'r00007', 5)", ())
-    assert "Index Scan using ix_embeddings_ann_c1_m1" in plans, plans
+    plan = plans(db_url, "SELECT * FROM embedplat.similar('docs', 'r00007', 5)", ())
+    assert "Index Scan using ix_embeddings_ann_c1_m1" in plan, plan
 
 
 KNOBS = ("hnsw.iterative_scan", "hnsw.ef_search", "ivfflat.iterative_scan", "ivfflat.probes")
@@ -556,7 +509,7 @@ def test_hostile_collection_names_and_filter_keys_are_harmless(
                 for i in range(30)
             ],
         )
-        _hash_sync(db_url, name)
+        hash_sync(db_url, name)
     query = HashEmbedder(64).embed(["apple banana"])[0]
     with platform.connection() as conn:
         for name in HOSTILE_NAMES:

@@ -4,33 +4,61 @@
 -- Two ranked lists of records, each with the record's best chunk:
 --   * vector: embedplat.nearest_hits (the ANN index, like embedplat.search);
 --   * text:   chunks whose stored tsvector (chunks.content_tsv, GIN-indexed) matches the query,
---             ranked by ts_rank_cd.
+--             ranked by BM25 for a query of plain words, by ts_rank_cd otherwise (below).
 -- Each record scores  vector_weight / (rrf_k + vector_rank) + text_weight / (rrf_k + text_rank)
 -- (a list the record is absent from adds nothing); the k best are returned. Both lists are
 -- max(4k, 60) deep.
 --
 -- The text query follows websearch_to_tsquery ('english'): "quoted phrases", -exclusions and
--- OR work as in a web search engine. A query of plain words (none of those operators), such as
--- a natural-language question, matches chunks containing ANY of its words (lexemes joined with
--- |), ranked by how many and how densely they occur: requiring every word of a question rarely
--- matches anything, which would reduce hybrid search to vector search.
+-- OR work as in a web search engine; such a query's matches are ranked by ts_rank_cd. A query
+-- of plain words (none of those operators), such as a natural-language question, is ranked by
+-- BM25 (k1 = 1.2, b = 0.75) over its distinct lexemes, every statistic taken from the
+-- collection's chunks at query time (no extra tables):
+--   * N = the collection's chunk count; df(t) = the chunks containing lexeme t, counted through
+--     the GIN index but at most df_cap = clamp(N/4, 1000, 20000) of them, so a very common
+--     word stops counting early (its df is then taken as df_cap: a small IDF);
+--     idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5));
+--   * candidates: chunks containing ANY informative lexeme (df < cand_cap =
+--     clamp(N/20, 500, 5000)); common words add to a candidate's score but do not make
+--     candidates (when every word is common, the rarest one does);
+--   * score(chunk) = sum over the query lexemes it contains of
+--     idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)), tf = the lexeme's
+--     occurrences in the chunk (read back from ts_rank with unit weights, which for one lexeme
+--     is sum(1/i^2, i = 1..tf) / (pi^2/6)), dl = the chunk's distinct lexemes, avgdl = their
+--     mean over the candidates.
+-- Requiring every word of a question rarely matches anything, which would reduce hybrid search
+-- to vector search; weighting by IDF keeps words such as "cell" or "patients" from drowning the
+-- rare words that identify the answer.
 --
 -- As in embedplat.search, only numbers from the catalogue are spliced into SQL text; the query,
 -- filter and limits are bound parameters, and the index knobs are restored before returning.
+-- The lexemes are read back from the tsquery's own text form (which quotes each one), never
+-- from the user's text.
 
 CREATE TYPE embedplat.hybrid_hit AS (
     id text,               -- the record's external id
     chunk text,            -- the record's best chunk (by vector similarity, else by text rank)
     score float8,          -- the fused RRF score, higher = better
     similarity float8,     -- cosine similarity of the best vector chunk (NULL: not in the vector list)
-    text_score float4,     -- ts_rank_cd of the best text chunk (NULL: not in the text list)
+    text_score float4,     -- BM25 (plain words) or ts_rank_cd score of the best text chunk (NULL: not in the text list)
     vector_rank integer,   -- 1-based rank in the vector list (NULL: absent)
     text_rank integer,     -- 1-based rank in the full-text list (NULL: absent)
     metadata jsonb,        -- the record's metadata
     chunk_ordinal integer  -- position of the chunk in its record (0 = first)
 );
 
--- The tsquery hybrid_search uses for a query text (NULL when it has no searchable words).
+-- The tsquery hybrid_search matches for a query text (NULL when it has no searchable words):
+-- for plain words, the OR of their lexemes, of which hybrid_search keeps the informative ones.
+-- Whether a query text is plain words (no "phrase", -exclusion or OR): hybrid_search ranks
+-- those by BM25.
+CREATE OR REPLACE FUNCTION embedplat.text_query_is_plain(query_text text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT query_text !~* '("|(^|\s)-\S|(^|\s)or(\s|$))'
+$fn$;
+
 CREATE OR REPLACE FUNCTION embedplat.text_query(query_text text)
 RETURNS tsquery
 LANGUAGE plpgsql
@@ -46,7 +74,7 @@ BEGIN
     IF numnode(q) = 0 THEN
         RETURN NULL;  -- empty, or only stop words
     END IF;
-    IF query_text !~* '("|(^|\s)-\S|(^|\s)or(\s|$))' THEN
+    IF embedplat.text_query_is_plain(query_text) THEN
         -- Plain words: any of them. The tsquery's own text form quotes every lexeme, so
         -- re-reading it after swapping the AND operators is safe.
         q := replace(q::text, ' & ', ' | ')::tsquery;
@@ -82,6 +110,17 @@ DECLARE
     t_records bigint[] := ARRAY[]::bigint[];
     t_chunks bigint[] := ARRAY[]::bigint[];
     t_scores real[] := ARRAY[]::real[];
+    lexemes tsquery[];
+    idfs float8[];
+    cand text[];
+    token text;
+    df integer;
+    n_chunks bigint;
+    df_cap integer;
+    cand_cap integer;
+    cand_q tsquery;
+    rarest text;
+    rarest_df integer;
 BEGIN
     IF k IS NULL OR k < 1 OR k > 10000 THEN
         RAISE EXCEPTION 'embedplat.hybrid_search: k must be between 1 and 10000, got %', k
@@ -120,6 +159,86 @@ BEGIN
     tsq := embedplat.text_query(query_text);
     IF tsq IS NOT NULL AND text_weight > 0 THEN
         SELECT * INTO compiled FROM embedplat.compile_filter(filter);
+    END IF;
+    IF tsq IS NOT NULL AND text_weight > 0 AND embedplat.text_query_is_plain(query_text) THEN
+        -- Plain words: BM25 over the query's distinct lexemes (see the header).
+        SELECT count(*) INTO n_chunks FROM embedplat.chunks ch
+         WHERE ch.collection_id = target.collection_id;
+        df_cap := least(greatest(n_chunks / 4, 1000), 20000);
+        cand_cap := least(greatest(n_chunks / 20, 500), 5000);
+        lexemes := ARRAY[]::tsquery[];
+        idfs := ARRAY[]::float8[];
+        cand := ARRAY[]::text[];
+        -- The tsquery's text form quotes every lexeme ('...', with ' and \ escaped): each quoted
+        -- token reads back as a one-lexeme tsquery.
+        FOR token IN
+            SELECT DISTINCT m[1]
+            FROM regexp_matches(tsq::text, '(''(?:[^''\\]|''''|\\.)*'')', 'g') AS m
+            ORDER BY 1
+        LOOP
+            SELECT count(*) INTO df FROM (
+                SELECT 1 FROM embedplat.chunks ch
+                 WHERE ch.collection_id = target.collection_id
+                   AND ch.content_tsv @@ token::tsquery
+                 LIMIT df_cap) s;
+            CONTINUE WHEN df = 0;
+            lexemes := lexemes || token::tsquery;
+            idfs := idfs || ln(1 + (n_chunks - df + 0.5) / (df + 0.5))::float8;
+            IF df < cand_cap THEN
+                cand := cand || token;
+            END IF;
+            IF rarest IS NULL OR df < rarest_df THEN
+                rarest := token;
+                rarest_df := df;
+            END IF;
+        END LOOP;
+        IF cardinality(cand) = 0 THEN
+            -- Only very common words: the rarest one finds the candidates.
+            cand_q := rarest::tsquery;
+        ELSE
+            cand_q := array_to_string(cand, ' | ')::tsquery;
+        END IF;
+        IF cardinality(lexemes) > 0 THEN
+            EXECUTE format($q$
+                SELECT coalesce(array_agg(x.record_id ORDER BY x.score DESC, x.record_id), '{}'),
+                       coalesce(array_agg(x.chunk_id ORDER BY x.score DESC, x.record_id), '{}'),
+                       coalesce(array_agg(x.score ORDER BY x.score DESC, x.record_id), '{}')
+                FROM (
+                    SELECT b.record_id, b.chunk_id, b.score
+                    FROM (
+                        SELECT DISTINCT ON (s.record_id) s.record_id, s.chunk_id, s.score
+                        FROM (
+                            SELECT c.record_id, c.chunk_id, c.ordinal,
+                                   sum(t.idf * u.tf * 2.2
+                                       / (u.tf + 1.2 * (0.25 + 0.75 * c.dl / c.avgdl)))::real AS score
+                            FROM (
+                                SELECT ch.record_id, ch.id AS chunk_id, ch.ordinal, ch.content_tsv,
+                                       length(ch.content_tsv)::float8 AS dl,
+                                       avg(length(ch.content_tsv)) OVER ()::float8 AS avgdl
+                                FROM embedplat.chunks ch
+                                JOIN embedplat.records r0 ON r0.id = ch.record_id
+                                WHERE ch.collection_id = $3 AND ch.content_tsv @@ $1 AND %s
+                            ) c
+                            CROSS JOIN unnest($5::tsquery[], $6::float8[]) AS t(q, idf)
+                            CROSS JOIN LATERAL (
+                                SELECT greatest(1, round(
+                                    1 / (1.6449340668 * (1 - ts_rank('{1,1,1,1}', c.content_tsv, t.q)))
+                                    - 0.5)) AS tf) u
+                            WHERE c.content_tsv @@ t.q
+                            GROUP BY c.record_id, c.chunk_id, c.ordinal
+                        ) s
+                        ORDER BY s.record_id, s.score DESC, s.ordinal
+                    ) b
+                    ORDER BY b.score DESC, b.record_id
+                    LIMIT $4
+                ) x
+            $q$, compiled.predicate)
+            INTO t_records, t_chunks, t_scores
+            -- $5/$6: the lexemes and their IDFs; $7/$8: the compiled filter's keys and values.
+            USING cand_q, filter, target.collection_id, depth, lexemes, idfs,
+                  compiled.keys, compiled.vals;
+        END IF;
+    ELSIF tsq IS NOT NULL AND text_weight > 0 THEN
         EXECUTE format($q$
             SELECT coalesce(array_agg(x.record_id ORDER BY x.score DESC, x.record_id), '{}'),
                    coalesce(array_agg(x.chunk_id ORDER BY x.score DESC, x.record_id), '{}'),

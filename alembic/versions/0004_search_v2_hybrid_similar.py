@@ -36,6 +36,7 @@ _HELPERS = (
     "embedplat.check_query_dimensions(text, vector, integer, text, text)",
     "embedplat.collection_target(text, text)",
     "embedplat.text_query(text)",
+    "embedplat.text_query_is_plain(text)",
     "embedplat.filter_is_containment(jsonb)",
     "embedplat.metadata_matches(jsonb, jsonb)",
     "embedplat.filter_operator(jsonb, text, jsonb, text)",

@@ -1,10 +1,12 @@
 """embedplat.hybrid_search: reciprocal rank fusion of full-text and vector ranks, checked
-against a fusion computed in Python from exact vector ranks and an independent text ranking;
-weights, filters, web-search syntax, the tsvector column and its GIN index, CLI and Python."""
+against a fusion computed in Python from exact vector ranks and an independent text ranking
+(BM25 for plain words, ts_rank_cd for web-search syntax); weights, filters, web-search syntax,
+IDF, the tsvector column and its GIN index, CLI and Python."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,6 +52,57 @@ def _text_ranking(db_url: str, tsquery_text: str, filter_sql: str = "true") -> l
     return [r[0] for r in rows]
 
 
+def _bm25_scores(db_url: str, words: str) -> dict[str, tuple[float, int]]:
+    """Each matching record's best-chunk BM25 score for the lexemes of ``words``, computed here
+    from the chunks' tsvectors (k1 1.2, b 0.75; N and df over the collection's chunks; dl = the
+    chunk's distinct lexemes, avgdl = their mean over the chunks matching any word), with the
+    record's internal id (the tie-break). Every word here is rare enough to find candidates."""
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        lexemes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT lexeme FROM unnest(to_tsvector('english', %s))", (words,)
+            ).fetchall()
+        }
+        rows = conn.execute(
+            """
+            SELECT r.id, r.external_id, ch.ordinal, length(ch.content_tsv),
+                   array_agg(u.lexeme), array_agg(cardinality(u.positions))
+            FROM embedplat.chunks ch JOIN embedplat.records r ON r.id = ch.record_id
+                 CROSS JOIN unnest(ch.content_tsv) u
+            GROUP BY ch.id, r.id
+            """
+        ).fetchall()
+    n = len(rows)
+    tfs = [dict(zip(lex, tf, strict=True)) for *_, lex, tf in rows]
+    df = {word: sum(word in tf for tf in tfs) for word in lexemes}
+    assert all(d < 500 for d in df.values())
+    matching = [(row, tf) for row, tf in zip(rows, tfs, strict=True) if lexemes & set(tf)]
+    if not matching:
+        return {}
+    avgdl = sum(row[3] for row, _ in matching) / len(matching)
+    best: dict[str, tuple[float, int, int]] = {}
+    for (rid, ext, ordinal, dl, *_), tf in matching:
+        score = sum(
+            math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+            * tf[w]
+            * 2.2
+            / (tf[w] + 1.2 * (0.25 + 0.75 * dl / avgdl))
+            for w in lexemes
+            if w in tf
+        )
+        score = float(np.float32(score))  # text_score is a real
+        if ext not in best or (-score, ordinal) < (-best[ext][0], best[ext][2]):
+            best[ext] = (score, rid, ordinal)
+    return {ext: (score, rid) for ext, (score, rid, _) in best.items()}
+
+
+def _bm25_ranking(db_url: str, words: str) -> list[str]:
+    """Records by their best chunk's BM25 score (see :func:`_bm25_scores`); ties: record id."""
+    scores = _bm25_scores(db_url, words)
+    return sorted(scores, key=lambda ext: (-scores[ext][0], scores[ext][1]))
+
+
 def _rrf(
     vector_ids: list[str], text_ids: list[str], k: int, wv: float = 1, wt: float = 1, c: int = 60
 ):
@@ -72,20 +125,24 @@ def _rrf(
 @pytest.mark.parametrize(
     ("query", "tsquery", "weights"),
     [
-        ("tomato sauce with basil", "tomato | sauce | basil", (1.0, 1.0)),
-        ("interest rates and bonds", "interest | rate | bond", (1.0, 1.0)),
-        ("the Sun and the Moon", "sun | moon", (0.5, 2.0)),
+        # Plain words: BM25 (tsquery None).
+        ("tomato sauce with basil", None, (1.0, 1.0)),
+        ("interest rates and bonds", None, (1.0, 1.0)),
+        ("the Sun and the Moon", None, (0.5, 2.0)),
+        # Web-search syntax: ts_rank_cd of the tsquery.
+        ('"tomato sauce" or basil', "tomato <-> sauce | basil", (1.0, 1.0)),
     ],
 )
 def test_fusion_matches_python_rrf_over_exact_ranks(
-    platform: Platform, db_url: str, real_docs, query: str, tsquery: str, weights
+    platform: Platform, db_url: str, real_docs, query: str, tsquery: str | None, weights
 ) -> None:
     chunks, vectors = real_docs
     vector = platform.embedder(MODEL).embed([query])[0]
     k = 8
     depth = max(4 * k, 60)
     vector_ids = [h[0] for h in exact_search(chunks, vectors, vector, depth)]
-    text_ids = _text_ranking(db_url, tsquery)[:depth]
+    ranking = _bm25_ranking(db_url, query) if tsquery is None else _text_ranking(db_url, tsquery)
+    text_ids = ranking[:depth]
     assert text_ids, "the query should match some text"
     want = _rrf(vector_ids, text_ids, k, *weights)
     with platform.connection() as conn:
@@ -113,10 +170,11 @@ def test_weights_reduce_to_either_list(platform: Platform, db_url: str, real_doc
         no_vector = hybrid_search_vector(conn, "docs", query, vector, k=6, vector_weight=0)
     assert [h.id for h in no_text] == [h.id for h in vector_only]
     assert all(h.text_rank is None for h in no_text)
-    assert [h.id for h in no_vector] == _text_ranking(
-        db_url, "saving | money | compound | interest"
-    )[:6]
+    want = _bm25_scores(db_url, query)
+    assert [h.id for h in no_vector] == _bm25_ranking(db_url, query)[:6]
     assert all(h.vector_rank is None for h in no_vector)
+    for hit in no_vector:  # text_score is the BM25 score
+        assert hit.text_score == pytest.approx(want[hit.id][0], rel=1e-5)
 
 
 @pytest.mark.model
@@ -173,6 +231,23 @@ def test_web_search_syntax_and_plain_words(platform: Platform, db_url: str) -> N
         # No vector: the text list alone.
         hits = hybrid_search_vector(conn, "docs", "tomato sauce", None, k=3)
         assert [h.id for h in hits][:1] == ["p1"] and all(h.vector_rank is None for h in hits)
+
+
+def test_plain_words_rank_by_idf(platform: Platform, db_url: str) -> None:
+    """A rare word outweighs a common one, however often the common one occurs."""
+    rows = [{"id": "rare", "text": "a short note on zeppelin design"}] + [
+        {"id": f"c{i:02d}", "text": f"cell cell cell growth in culture number {i}"}
+        for i in range(30)
+    ]
+    hash_collection(platform, db_url, rows)
+    with platform.connection() as conn:
+        hits = hybrid_search_vector(conn, "docs", "zeppelin cell", None, k=5)
+        assert [h.id for h in hits][:1] == ["rare"] and hits[0].text_rank == 1
+        assert hits[0].text_score is not None and hits[1].text_score is not None
+        assert hits[0].text_score > 5 * hits[1].text_score
+        # Web-search syntax keeps ts_rank_cd, which favours the dense common word.
+        hits = hybrid_search_vector(conn, "docs", "zeppelin or cell", None, k=5)
+        assert hits[0].id != "rare"
 
 
 def test_filter_applies_to_both_lists(platform: Platform, db_url: str) -> None:

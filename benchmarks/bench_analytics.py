@@ -34,7 +34,7 @@ from embedplat.db.connection import libpq_url
 from embedplat.embedders import load_embedder
 from embedplat.sync import SyncOptions, ensure_ann_index, sync
 
-from .common import fresh_database, require_data, server, settings, write_result
+from .common import RESULTS, fresh_database, require_data, server, settings, write_result
 
 DIMS = 384
 THRESHOLD = 0.7  # the calibrated default of embedplat.near_duplicates
@@ -166,7 +166,7 @@ def bench_scale(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
         with psycopg.connect(libpq_url(db)) as conn:
             started = time.perf_counter()
             rows = conn.execute(
-                "SELECT a, b, similarity FROM embedplat.near_duplicates('synthetic', %s, %s)",
+                "SELECT a, b, similarity FROM embedplat.near_duplicates('synthetic', %s::real, %s)",
                 (THRESHOLD, K),
             ).fetchall()
             dup_seconds = time.perf_counter() - started
@@ -249,7 +249,8 @@ def _fetch_vectors(conn: psycopg.Connection[Any], collection: str) -> dict[str, 
     for rid, vec in rows:
         if rid in out:
             raise SystemExit(f"record {rid} has several chunks; the exact baseline assumes one")
-        out[rid] = np.asarray(vec, dtype=np.float32)
+        # pgvector's psycopg adapter gives Vector objects for the dimensionless column.
+        out[rid] = np.asarray(vec.to_numpy() if hasattr(vec, "to_numpy") else vec, np.float32)
     return out
 
 
@@ -329,6 +330,19 @@ def bench_agnews(limit: int | None) -> dict[str, Any]:
     return out
 
 
+def _write_anomalies(scale: dict[str, Any] | None, quality: dict[str, Any] | None) -> None:
+    """Update results/anomalies.json, keeping the part this run did not measure."""
+    path = RESULTS / "anomalies.json"
+    previous: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    write_result(
+        "anomalies",
+        {
+            "scale": scale if scale is not None else previous.get("scale"),
+            "agnews": quality if quality is not None else previous.get("agnews"),
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="chunks for the scale runs")
@@ -340,25 +354,12 @@ def main() -> None:
         print(json.dumps(duplicates, indent=2))
         print(json.dumps(anomalies_scale, indent=2))
         write_result("duplicates", duplicates)
-    else:
-        anomalies_scale = None
+        # Written now, so a failure of the quality part loses nothing measured here.
+        _write_anomalies(anomalies_scale, None)
     if args.only in (None, "agnews"):
         quality = bench_agnews(args.agnews_limit)
         print(json.dumps(quality, indent=2))
-    else:
-        quality = None
-    if anomalies_scale is not None or quality is not None:
-        from .common import RESULTS
-
-        previous: dict[str, Any] = {}
-        path = RESULTS / "anomalies.json"
-        if path.exists():
-            previous = json.loads(path.read_text())
-        result = {
-            "scale": anomalies_scale if anomalies_scale is not None else previous.get("scale"),
-            "agnews": quality if quality is not None else previous.get("agnews"),
-        }
-        write_result("anomalies", result)
+        _write_anomalies(None, quality)
 
 
 if __name__ == "__main__":

@@ -290,7 +290,15 @@ def _port_accepts(port: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    SO_REUSEADDR, as PostgreSQL sets on its own listening socket: connections the stopped
+    server closed linger in TIME_WAIT on the port for a minute, and must not make the remembered
+    port look taken (a restart would then move to another port). A live listener still fails
+    the bind.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

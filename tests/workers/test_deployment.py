@@ -13,6 +13,7 @@ import inspect
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ def test_every_service_command_is_a_real_entry_point(compose: dict[str, Any]) ->
         # --help after the real arguments: click parses (and rejects) every option first.
         env = {**os.environ, **{k: str(v) for k, v in svc.get("environment", {}).items()}}
         env["EMBEDPLAT_HOME"] = str(REPO / ".pytest_cache" / "compose-home")
+        # The entry points sit beside this interpreter, also when the venv is not activated.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         done = subprocess.run(
             [*command, "--help"], env=env, capture_output=True, text=True, timeout=120
         )

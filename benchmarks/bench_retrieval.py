@@ -30,7 +30,14 @@ from embedplat.embedders import load_embedder
 from embedplat.search import hybrid_search_vector, search_vector
 from embedplat.sync import SyncOptions, sync
 
-from .common import fresh_database, require_data, server, settings, write_result
+from .common import (
+    fresh_database,
+    latency_percentiles,
+    require_data,
+    server,
+    settings,
+    write_result,
+)
 
 MODEL = "all-MiniLM-L6-v2"
 K = 10
@@ -123,15 +130,16 @@ def run(limit: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
                         )
                     times[name].append(time.perf_counter() - t)
                     runs[name][q["id"]] = [h.id for h in hits]
-    ours, latencies = runs["vector"], times["vector"]
+    quality = {name: evaluate(ranked, qrels) for name, ranked in runs.items()}
+    latency = {name: latency_percentiles(seconds) for name, seconds in times.items()}
     hybrid_result = {
         "corpus_docs": len(corpus),
         "queries": len(queries),
         "chunks": report.chunks_embedded,
         "model": MODEL,
-        "vector_only": {**evaluate(runs["vector"], qrels), **_percentiles(times["vector"])},
-        "hybrid_rrf": {**evaluate(runs["hybrid"], qrels), **_percentiles(times["hybrid"])},
-        "text_only": {**evaluate(runs["text"], qrels), **_percentiles(times["text"])},
+        "vector_only": {**quality["vector"], **latency["vector"]},
+        "hybrid_rrf": {**quality["hybrid"], **latency["hybrid"]},
+        "text_only": {**quality["text"], **latency["text"]},
         "rrf": {"k": 60, "vector_weight": 1.0, "text_weight": 1.0, "list_depth": max(4 * K, 60)},
         "sync_seconds": round(sync_seconds, 1),
     }
@@ -139,24 +147,17 @@ def run(limit: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
         "corpus_docs": len(corpus),
         "queries": len(queries),
         "chunks": report.chunks_embedded,
-        "embedplat_search": evaluate(ours, qrels),
+        "embedplat_search": quality["vector"],
         "exact_whole_documents": evaluate(exact_runs, qrels),
         "sync_seconds": round(sync_seconds, 1),
         "exact_encode_seconds": round(exact_seconds, 1),
-        "search_latency_ms_p50": round(1000 * float(np.percentile(latencies, 50)), 2),
-        "search_latency_ms_p95": round(1000 * float(np.percentile(latencies, 95)), 2),
+        "search_latency_ms_p50": latency["vector"]["p50_ms"],
+        "search_latency_ms_p95": latency["vector"]["p95_ms"],
         "published_reference": "MTEB SciFact test split, all-MiniLM-L6-v2: nDCG@10 0.645, recall@10 0.783",
     }
     print(result)
     print(hybrid_result)
     return result, hybrid_result
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(1000 * float(np.percentile(seconds, 50)), 2),
-        "p95_ms": round(1000 * float(np.percentile(seconds, 95)), 2),
-    }
 
 
 def main() -> None:

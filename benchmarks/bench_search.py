@@ -33,7 +33,7 @@ from pgvector.psycopg import register_vector
 from embedplat.db.connection import libpq_url
 from embedplat.indexes import build_index
 
-from .common import fresh_database, server, write_result
+from .common import fresh_database, latency_percentiles, server, write_result
 
 K = 10
 GOAL_RECALL = 0.95
@@ -122,14 +122,6 @@ def load_synthetic(url: str, vectors: np.ndarray, buckets: np.ndarray) -> None:
         conn.execute("VACUUM ANALYZE embedplat.records, embedplat.chunks, embedplat.embeddings")
 
 
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = 1000 * np.asarray(seconds)
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p95_ms": round(float(np.percentile(ms, 95)), 2),
-    }
-
-
 def _recall(got: list[list[int]], want: list[list[int]]) -> float:
     return round(
         float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)])), 4
@@ -215,7 +207,9 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
                 "SELECT id FROM embedplat.search('bench', %s::vector, %s, ef_search => %s)",
                 lambda q, ef=ef: (lit(q), K, ef),
             )
-            runs.append({"ef_search": ef, "recall@10": _recall(ids, exact), **_percentiles(times)})
+            runs.append(
+                {"ef_search": ef, "recall@10": _recall(ids, exact), **latency_percentiles(times)}
+            )
             runs[-1]["meets_goal"] = _meets_goal(runs[-1])
             print(runs[-1])
         result["embedplat_search"] = runs
@@ -231,7 +225,7 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
             "rows_expected": min(K, len(rare)),
             "rows_returned_min": min(len(i) for i in ids),
             "recall@10": _recall(ids, exact_rare),
-            **_percentiles(times),
+            **latency_percentiles(times),
         }
         print(result["filtered_1_percent"])
 
@@ -250,7 +244,7 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
         result["raw_pgvector_index_query"] = {
             "ef_search": 40,
             "recall@10": _recall(ids, exact),
-            **_percentiles(times),
+            **latency_percentiles(times),
         }
         print(result["raw_pgvector_index_query"])
     return result

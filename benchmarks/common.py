@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from embedplat.config import Settings
@@ -100,3 +101,12 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def latency_percentiles(seconds: list[float]) -> dict[str, float]:
+    """p50 and p95 of a list of durations in seconds, in milliseconds."""
+    ms = [1000 * s for s in seconds]
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }

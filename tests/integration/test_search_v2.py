@@ -55,11 +55,6 @@ def _hash_rows(n: int) -> list[dict[str, Any]]:
 def hash_corpus(platform: Platform, db_url: str) -> list[dict[str, Any]]:
     rows = _hash_rows(1000)
     hash_collection(platform, db_url, rows)
-    # Fresh statistics of the records, as autovacuum would leave them: the filter-plan tests
-    # depend on them. (The 1,000 vectors are left unanalysed: with true statistics so small a
-    # table is scanned exactly, and the HNSW-plan tests are about the 100k-row case.)
-    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
-        conn.execute("ANALYZE embedplat.records")
     return rows
 
 

@@ -34,6 +34,31 @@ BEGIN
 END
 $fn$;
 
+-- Whether the value given for a key is a set of operators ({"$gte": 1, "$lt": 9}) rather than a
+-- plain value to match; a mix of operators and plain keys is refused.
+CREATE OR REPLACE FUNCTION embedplat.filter_value_is_operators(key text, value jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+IMMUTABLE PARALLEL SAFE
+AS $fn$
+DECLARE
+    n_ops integer;
+    n_keys integer;
+BEGIN
+    IF jsonb_typeof(value) IS DISTINCT FROM 'object' THEN
+        RETURN false;
+    END IF;
+    SELECT count(*) FILTER (WHERE starts_with(k.k, '$')), count(*)
+      INTO n_ops, n_keys
+      FROM jsonb_object_keys(value) AS k(k);
+    IF n_ops > 0 AND n_ops < n_keys THEN
+        RAISE EXCEPTION 'embedplat filter: the value at key % mixes operators ($...) and plain keys', to_json(key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN n_ops > 0;
+END
+$fn$;
+
 -- One operator applied to the value found at a key (NULL when the key is missing).
 CREATE OR REPLACE FUNCTION embedplat.filter_operator(target jsonb, op text, arg jsonb, key text)
 RETURNS boolean
@@ -99,8 +124,6 @@ DECLARE
     op record;
     item jsonb;
     target jsonb;
-    n_ops integer;
-    n_keys integer;
     branch boolean;
     all_true boolean;
     any_true boolean;
@@ -134,17 +157,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         ELSE
             target := metadata #> embedplat.filter_path(entry.key);
-            n_ops := 0;
-            IF jsonb_typeof(entry.value) = 'object' THEN
-                SELECT count(*) FILTER (WHERE starts_with(k.k, '$')), count(*)
-                  INTO n_ops, n_keys
-                  FROM jsonb_object_keys(entry.value) AS k(k);
-                IF n_ops > 0 AND n_ops < n_keys THEN
-                    RAISE EXCEPTION 'embedplat filter: the value at key % mixes operators ($...) and plain keys', to_json(entry.key)
-                        USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-            END IF;
-            IF n_ops > 0 THEN
+            IF embedplat.filter_value_is_operators(entry.key, entry.value) THEN
                 FOR op IN SELECT o.key, o.value FROM jsonb_each(entry.value) AS o LOOP
                     result := result AND embedplat.filter_operator(target, op.key, op.value, entry.key);
                 END LOOP;
@@ -249,8 +262,6 @@ DECLARE
     branches text[];
     target text;
     v text;
-    n_ops integer;
-    n_keys integer;
 BEGIN
     IF jsonb_typeof(filter) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'embedplat filter: a filter must be a JSON object, got %', coalesce(filter::text, 'NULL')
@@ -284,17 +295,7 @@ BEGIN
             keys := keys || entry.key;
             -- Folded to a constant by the planner: the parameter values are known.
             target := format('(r0.metadata #> string_to_array($7[%s], ''.''))', cardinality(keys));
-            n_ops := 0;
-            IF jsonb_typeof(entry.value) = 'object' THEN
-                SELECT count(*) FILTER (WHERE starts_with(k.k, '$')), count(*)
-                  INTO n_ops, n_keys
-                  FROM jsonb_object_keys(entry.value) AS k(k);
-                IF n_ops > 0 AND n_ops < n_keys THEN
-                    RAISE EXCEPTION 'embedplat filter: the value at key % mixes operators ($...) and plain keys', to_json(entry.key)
-                        USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-            END IF;
-            IF n_ops = 0 THEN
+            IF NOT embedplat.filter_value_is_operators(entry.key, entry.value) THEN
                 vals := vals || entry.value;
                 parts := parts || format(
                     '(%1$s IS NOT NULL AND jsonb_build_array(%1$s) @> jsonb_build_array($8[%2$s]))',

@@ -40,6 +40,7 @@ _HELPERS = (
     "embedplat.filter_is_containment(jsonb)",
     "embedplat.metadata_matches(jsonb, jsonb)",
     "embedplat.filter_operator(jsonb, text, jsonb, text)",
+    "embedplat.filter_value_is_operators(text, jsonb)",
     "embedplat.filter_path(text)",
 )
 

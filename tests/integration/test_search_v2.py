@@ -308,7 +308,13 @@ def test_invalid_filters_are_refused_in_python_and_in_sql(
     with platform.connection() as conn, pytest.raises(FilterError, match=r"\$gte needs a number"):
         search_vector(conn, "docs", query, filter={"year": {"$gte": [1]}})
     with psycopg.connect(libpq_url(db_url)) as conn:
-        for bad in ('{"$xor": []}', '{"a": {"$in": 1}}', '{"a..b": 1}', "[1]"):
+        for bad in (
+            '{"$xor": []}',
+            '{"a": {"$in": 1}}',
+            '{"a..b": 1}',
+            "[1]",
+            '{"a": {"$gt": 1, "b": 2}}',  # operators mixed with a plain key
+        ):
             with pytest.raises(psycopg.errors.InvalidParameterValue, match="embedplat filter"):
                 conn.execute(
                     "SELECT * FROM embedplat.search('docs', %s::vector, 5, %s::jsonb)",

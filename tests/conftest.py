@@ -25,6 +25,9 @@ from embedplat.config import Settings
 from embedplat.db import migrate
 from embedplat.db.connection import libpq_url
 
+# Shared fixtures live in fixture modules, loaded here for every test (psycopg's tests/fix_*.py).
+pytest_plugins = ["tests.fix_cli"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 _counter = itertools.count()

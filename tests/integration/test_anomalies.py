@@ -14,6 +14,7 @@ from embedplat.analytics import AnomalyScore
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, ModelMismatchError
+from tests.fix_cli import _env, run
 
 from .analytics_helpers import (
     distinct_words,
@@ -22,7 +23,6 @@ from .analytics_helpers import (
 )
 from .real_corpus import TOPICS
 from .search_helpers import hash_sync, plans
-from .test_cli import _env, run
 
 MODEL = "all-MiniLM-L6-v2"
 HASH = "test-hash-64"

@@ -3,42 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.fix_cli import _env, run
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "sample_corpus.jsonl"
-
-
-def run(args: list[str], env: dict[str, str], stdin: str | None = None, check: bool = True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "embedplat.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert proc.returncode == 0, f"{args}: {proc.stderr}"
-    return proc
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDPLAT_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def url_env(db_url: str, tmp_path: Path) -> dict[str, str]:
-    return _env(EMBEDPLAT_DATABASE_URL=db_url, EMBEDPLAT_HOME=str(tmp_path / "home"))
 
 
 def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:

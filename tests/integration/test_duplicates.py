@@ -15,6 +15,7 @@ from embedplat.analytics import DEFAULT_DUPLICATE_THRESHOLD, DuplicatePair
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
 from embedplat.errors import CollectionNotFoundError, InvalidInputError
+from tests.fix_cli import _env, run
 
 from .analytics_helpers import (
     components,
@@ -24,7 +25,6 @@ from .analytics_helpers import (
 )
 from .real_corpus import TOPICS
 from .search_helpers import hash_sync, plans
-from .test_cli import _env, run
 
 MODEL = "all-MiniLM-L6-v2"
 HASH = "test-hash-64"

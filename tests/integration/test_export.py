@@ -19,10 +19,10 @@ from embedplat.db.connection import libpq_url
 from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import CollectionNotFoundError, InvalidInputError
 from embedplat.export import export_rows
+from tests.fix_cli import _env, run
 
 from .analytics_helpers import stored_chunk_vectors
 from .search_helpers import hash_sync
-from .test_cli import _env, run
 
 HASH = "test-hash-64"
 NAME = "docs 'ünï' ; %s"

@@ -28,7 +28,7 @@ from embedplat.db.connection import check_database, connect, libpq_url, resolve_
 from embedplat.embedders import Embedder, load_embedder
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, SchemaNotReadyError
 from embedplat.filters import validate_filter
-from embedplat.indexes import IndexReport
+from embedplat.indexes import IndexReport, drop_collection_indexes
 from embedplat.indexes import build_index as _build_index
 from embedplat.ingest import RecordInput, records_from_dicts
 from embedplat.search import (
@@ -148,9 +148,10 @@ class Platform:
             return _collections.list_collections(conn)
 
     def drop_collection(self, name: str) -> None:
-        """Delete a collection and everything in it."""
+        """Delete a collection and everything in it (its ANN indexes concurrently, after)."""
         with self.connection() as conn:
-            _collections.drop_collection(conn, name)
+            collection_id = _collections.drop_collection(conn, name)
+        drop_collection_indexes(self.new_connection, collection_id)
 
     # -- ingest -----------------------------------------------------------------------------
 

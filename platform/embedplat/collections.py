@@ -117,18 +117,14 @@ def list_collections(conn: Connection) -> list[CollectionInfo]:
     return [CollectionInfo(**row) for row in rows]
 
 
-def drop_collection(conn: Connection, name: str) -> None:
-    """Delete a collection with its records, chunks, embeddings and queued work."""
+def drop_collection(conn: Connection, name: str) -> int:
+    """Delete a collection with its records, chunks, embeddings and queued work.
+
+    Returns the collection's id. Its ANN indexes are left to
+    :func:`embedplat.indexes.drop_collection_indexes`, which drops them concurrently once this
+    transaction has committed (a ``DROP INDEX`` in here would lock every reader of the shared
+    embeddings table until the commit).
+    """
     info = get_collection(conn, name)
-    # Partial ANN indexes name the collection id in their predicate; drop them with it.
-    rows = conn.execute(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = 'embedplat' AND indexname LIKE %s",
-        (f"ix_embeddings_ann_c{info.id}_%",),
-    ).fetchall()
-    for (index_name,) in rows:
-        conn.execute(
-            psycopg.sql.SQL("DROP INDEX IF EXISTS embedplat.{}").format(
-                psycopg.sql.Identifier(index_name)
-            )
-        )
     conn.execute("DELETE FROM embedplat.collections WHERE id = %s", (info.id,))
+    return info.id

@@ -1,4 +1,4 @@
-"""Index control: (re)build a collection's ANN index without interrupting searches.
+"""Everything about ANN indexes: names, DDL, the build after a back-fill, rebuilds, drops.
 
 The index of a (collection, active model) is ``ix_embeddings_ann_c{C}_m{M}``, partial on
 ``collection_id = C AND model_id = M`` over ``(embedding::vector(N))``. A rebuild builds the new
@@ -6,13 +6,16 @@ index under a temporary name with ``CREATE INDEX CONCURRENTLY`` (the old one kee
 then drops the old one concurrently and renames the new one: at every moment a valid index
 exists, and writes are never blocked. The options are stored in ``collections.index_options``,
 where the sync engine and the search functions read them (``ef_search`` / ``probes`` there are
-the default query-time knobs).
+the default query-time knobs). Every value spliced into a statement is a number (ids,
+dimensions, parameters) or an identifier quoted by psycopg; none comes from user text.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,23 +23,69 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from embedplat.collections import get_collection
-from embedplat.db.ann import (
-    HNSW_DEFAULT_EF_CONSTRUCTION,
-    HNSW_DEFAULT_M,
-    ann_index_statement,
-    count_vectors,
-    default_lists,
-    default_probes,
-)
+from embedplat.collections import CollectionInfo, get_collection
+from embedplat.db.locks import LockKey
 from embedplat.errors import InvalidInputError
-from embedplat.sync import ann_index_name
 
 Connection = psycopg.Connection[Any]
 
 METHODS = ("hnsw", "ivfflat")
-# Same key as the sync engine's index build, so the two never build one index at once.
-_ADVISORY_LOCK_CLASS = 7240515
+HNSW_DEFAULT_M = 16
+HNSW_DEFAULT_EF_CONSTRUCTION = 64
+# A rebuild builds the new index under ``<name>_new`` before swapping it in.
+_REBUILD_SUFFIX = "_new"
+
+
+# -- names --------------------------------------------------------------------------------------
+
+
+def ann_index_name(collection_id: int, model_id: int) -> str:
+    """The name of the ANN index of (collection, model)."""
+    return f"ix_embeddings_ann_c{int(collection_id)}_m{int(model_id)}"
+
+
+def is_collection_index(index_name: str, collection_id: int) -> bool:
+    """Whether ``index_name`` is an ANN index (or an unfinished rebuild) of that collection.
+
+    An exact match, not a LIKE pattern: ``_`` is a LIKE wildcard, so a pattern for collection 1
+    also matched collections 10-19.
+    """
+    pattern = rf"ix_embeddings_ann_c{int(collection_id)}_m[0-9]+(?:{_REBUILD_SUFFIX})?"
+    return re.fullmatch(pattern, index_name) is not None
+
+
+def collection_index_names(conn: Connection, collection_id: int) -> list[str]:
+    """Names of every ANN index of the collection that exists now (any model, valid or not)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'embedplat' AND c.relkind = 'i' "
+        "AND starts_with(c.relname::text, 'ix_embeddings_ann_c') ORDER BY c.relname"
+    ).fetchall()
+    return [str(r[0]) for r in rows if is_collection_index(str(r[0]), collection_id)]
+
+
+# -- DDL --------------------------------------------------------------------------------------
+
+
+def default_lists(vectors: int) -> int:
+    """pgvector's advice: rows / 1000 up to a million rows, sqrt(rows) beyond."""
+    if vectors <= 1_000_000:
+        return max(1, vectors // 1000)
+    return int(math.sqrt(vectors))
+
+
+def default_probes(lists: int) -> int:
+    """pgvector's advice for a starting point: sqrt(lists)."""
+    return max(1, round(math.sqrt(lists)))
+
+
+def count_vectors(conn: Connection, collection_id: int, model_id: int) -> int:
+    """How many vectors (collection, model) holds."""
+    row = conn.execute(
+        "SELECT count(*) FROM embedplat.embeddings WHERE collection_id = %s AND model_id = %s",
+        (collection_id, model_id),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +114,139 @@ class IndexReport:
             "seconds": round(self.seconds, 3),
             "note": self.note,
         }
+
+
+def ann_index_statement(
+    conn: Connection,
+    name: str,
+    collection_id: int,
+    model_id: int,
+    dimensions: int,
+    options: Mapping[str, Any],
+) -> sql.Composed:
+    """``CREATE INDEX CONCURRENTLY name ...`` for the options (``method`` hnsw by default).
+
+    The expression ``(embedding::vector(N))`` and the predicate ``collection_id = C AND
+    model_id = M`` are what the search functions repeat so that the planner can use the index.
+    """
+    method = str(options.get("method") or "hnsw")
+    if method == "ivfflat":
+        lists = options.get("lists")
+        if lists is None:
+            lists = default_lists(count_vectors(conn, collection_id, model_id))
+        using = sql.SQL(
+            "ivfflat ((embedding::vector({dims})) vector_cosine_ops) WITH (lists = {lists})"
+        ).format(dims=sql.Literal(int(dimensions)), lists=sql.Literal(int(lists)))
+    elif method == "hnsw":
+        using = sql.SQL(
+            "hnsw ((embedding::vector({dims})) vector_cosine_ops) "
+            "WITH (m = {m}, ef_construction = {efc})"
+        ).format(
+            dims=sql.Literal(int(dimensions)),
+            m=sql.Literal(int(options.get("m") or HNSW_DEFAULT_M)),
+            efc=sql.Literal(int(options.get("ef_construction") or HNSW_DEFAULT_EF_CONSTRUCTION)),
+        )
+    else:
+        raise ValueError(f"unknown index method {method!r}; use hnsw or ivfflat")
+    return sql.SQL(
+        "CREATE INDEX CONCURRENTLY {name} ON embedplat.embeddings USING {using} "
+        "WHERE collection_id = {cid} AND model_id = {mid}"
+    ).format(
+        name=sql.Identifier(name),
+        using=using,
+        cid=sql.Literal(int(collection_id)),
+        mid=sql.Literal(int(model_id)),
+    )
+
+
+def _drop_index_concurrently(conn: Connection, name: str) -> None:
+    conn.execute(
+        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS embedplat.{}").format(sql.Identifier(name))
+    )
+
+
+def _index_is_valid(conn: Connection, name: str) -> bool | None:
+    """True/False for a valid/invalid index called ``name``; None when there is none."""
+    row = conn.execute(
+        "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'embedplat' AND c.relname = %s",
+        (name,),
+    ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+# -- the build after a back-fill --------------------------------------------------------------
+
+
+def ensure_ann_index(
+    url_conn_factory: Callable[[], Connection],
+    collection: CollectionInfo,
+    model_id: int,
+    dimensions: int,
+) -> str | None:
+    """Build the ANN index of (collection, model) if it is missing; returns its name if built.
+
+    HNSW unless the collection's ``index_options`` say ``"method": "ivfflat"`` (see
+    `embedplat index`). ``CREATE INDEX CONCURRENTLY`` keeps ingest and other collections
+    writable meanwhile; an advisory lock keeps two processes from building the same index.
+    """
+    name = ann_index_name(collection.id, model_id)
+    options = collection.index_options or {}
+    with url_conn_factory() as conn:
+        conn.autocommit = True
+        got = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (LockKey.ANN_INDEX_BUILD, collection.id)
+        ).fetchone()
+        if not got or not got[0]:
+            return None
+        try:
+            valid = _index_is_valid(conn, name)
+            if valid:
+                return None
+            if valid is not None:  # an interrupted concurrent build leaves an invalid index
+                _drop_index_concurrently(conn, name)
+            if not has_vectors(conn, collection.id, model_id):
+                return None
+            conn.execute(
+                ann_index_statement(conn, name, collection.id, model_id, dimensions, options)
+            )
+            return name
+        finally:
+            conn.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", (LockKey.ANN_INDEX_BUILD, collection.id)
+            )
+
+
+def has_vectors(conn: Connection, collection_id: int, model_id: int) -> bool:
+    """Whether (collection, model) holds at least one vector (cheaper than a count)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM embedplat.embeddings "
+        "WHERE collection_id = %s AND model_id = %s)",
+        (collection_id, model_id),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+# -- drop -----------------------------------------------------------------------------------
+
+
+def drop_collection_indexes(connect: Callable[[], Connection], collection_id: int) -> list[str]:
+    """Drop every ANN index of the collection, concurrently, outside any transaction.
+
+    ``DROP INDEX`` inside a transaction takes an ACCESS EXCLUSIVE lock on the shared
+    embeddings table and would stall every other collection's readers; ``CONCURRENTLY`` does
+    not. Returns the names dropped.
+    """
+    with connect() as conn:
+        conn.autocommit = True
+        names = collection_index_names(conn, collection_id)
+        for name in names:
+            _drop_index_concurrently(conn, name)
+    return names
+
+
+# -- rebuild on request ---------------------------------------------------------------------
 
 
 def index_options(
@@ -171,33 +353,25 @@ def build_index(
             )
         model_id, dimensions = int(model[0]), int(model[1])
         name = ann_index_name(info.id, model_id)
-        temporary = f"{name}_new"
+        temporary = name + _REBUILD_SUFFIX
         # Wait for a sync that is building this collection's index right now.
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (_ADVISORY_LOCK_CLASS, info.id))
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LockKey.ANN_INDEX_BUILD, info.id))
         try:
             # A build interrupted earlier leaves an invalid index behind.
-            conn.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS embedplat.{}").format(
-                    sql.Identifier(temporary)
-                )
-            )
+            _drop_index_concurrently(conn, temporary)
             conn.execute(
                 ann_index_statement(conn, temporary, info.id, model_id, dimensions, options)
             )
-            replaced = _index_exists(conn, name)
+            replaced = _index_is_valid(conn, name) is not None
             if replaced:
-                conn.execute(
-                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS embedplat.{}").format(
-                        sql.Identifier(name)
-                    )
-                )
+                _drop_index_concurrently(conn, name)
             conn.execute(
                 sql.SQL("ALTER INDEX embedplat.{} RENAME TO {}").format(
                     sql.Identifier(temporary), sql.Identifier(name)
                 )
             )
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_ADVISORY_LOCK_CLASS, info.id))
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LockKey.ANN_INDEX_BUILD, info.id))
     return IndexReport(
         collection=info.name,
         method=method,
@@ -208,12 +382,3 @@ def build_index(
         vectors=vectors,
         seconds=time.perf_counter() - started,
     )
-
-
-def _index_exists(conn: Connection, name: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'embedplat' AND c.relname = %s AND c.relkind = 'i'",
-        (name,),
-    ).fetchone()
-    return row is not None

@@ -24,22 +24,19 @@ SELECT c.name,
           JOIN embedplat.chunks ch ON ch.id = e.chunk_id
          WHERE e.collection_id = c.id AND e.model_id = c.active_model_id
            AND e.text_hash = ch.text_hash) AS embedded,
-       (SELECT count(*) FROM embedplat.embedding_queue q
-         WHERE q.collection_id = c.id AND q.state = 'pending') AS pending_chunks,
-       (SELECT count(*) FROM embedplat.records r
-         WHERE r.collection_id = c.id AND r.chunked_hash IS DISTINCT FROM r.content_hash
-           AND r.chunk_error IS NULL) AS pending_records,
+       (SELECT count(*) FROM embedplat.pending_work q
+         WHERE q.collection_id = c.id) AS pending_chunks,
+       (SELECT count(*) FROM embedplat.stale_records r
+         WHERE r.collection_id = c.id) AS pending_records,
        (SELECT count(*) FROM embedplat.embedding_queue q
          WHERE q.collection_id = c.id AND q.state = 'failed')
-       + (SELECT count(*) FROM embedplat.records r
-         WHERE r.collection_id = c.id AND r.chunked_hash IS DISTINCT FROM r.content_hash
-           AND r.chunk_error IS NOT NULL) AS failed,
+       + (SELECT count(*) FROM embedplat.parked_records r
+         WHERE r.collection_id = c.id) AS failed,
        LEAST(
-         (SELECT min(r.content_changed_at) FROM embedplat.records r
-           WHERE r.collection_id = c.id AND r.chunked_hash IS DISTINCT FROM r.content_hash
-             AND r.chunk_error IS NULL),
-         (SELECT min(q.enqueued_at) FROM embedplat.embedding_queue q
-           WHERE q.collection_id = c.id AND q.state = 'pending')
+         (SELECT min(r.content_changed_at) FROM embedplat.stale_records r
+           WHERE r.collection_id = c.id),
+         (SELECT min(q.enqueued_at) FROM embedplat.pending_work q
+           WHERE q.collection_id = c.id)
        ) AS oldest_stale_change,
        now() AS checked_at
 FROM embedplat.collections c

@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg import sql
 
 from embedplat.chunking import Chunk, chunk_text
 from embedplat.collections import CollectionInfo, get_collection, list_collections
-from embedplat.db.ann import ann_index_statement
+from embedplat.config import DEFAULT_BATCH_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS
 from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
 from embedplat.errors import ModelMismatchError
+from embedplat.indexes import ensure_ann_index
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ def default_worker_id() -> str:
 class SyncOptions:
     """Knobs of one sync run."""
 
-    batch_size: int = 64
-    lease_seconds: int = 300
-    max_attempts: int = 5
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # Failed items wait backoff_base_s * 2**attempts (capped at BACKOFF_MAX_S) before a retry.
     backoff_base_s: float = BACKOFF_BASE_S
     record_batch: int = DEFAULT_RECORD_BATCH
@@ -174,10 +174,8 @@ def bind_model(conn: Connection, collection: CollectionInfo, embedder: Embedder)
 
 _CLAIM_RECORDS = """
 SELECT id, content, content_hash
-FROM embedplat.records
+FROM embedplat.stale_records
 WHERE collection_id = %s
-  AND chunked_hash IS DISTINCT FROM content_hash
-  AND chunk_error IS NULL
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
@@ -312,11 +310,8 @@ class ClaimedChunk:
 _CLAIM_JOBS = """
 WITH claimable AS (
     SELECT q.chunk_id
-    FROM embedplat.embedding_queue q
+    FROM embedplat.claimable_work q
     WHERE q.collection_id = %(cid)s
-      AND q.state = 'pending'
-      AND q.available_at <= now()
-      AND (q.leased_until IS NULL OR q.leased_until < now())
     ORDER BY q.available_at, q.chunk_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -479,72 +474,14 @@ def embed_round(
     return len(claimed)
 
 
-# -- ANN index ---------------------------------------------------------------------------------
-
-
-def ann_index_name(collection_id: int, model_id: int) -> str:
-    return f"ix_embeddings_ann_c{collection_id}_m{model_id}"
-
-
-def ensure_ann_index(
-    url_conn_factory: Callable[[], Connection],
-    collection: CollectionInfo,
-    model_id: int,
-    dimensions: int,
-) -> str | None:
-    """Build the ANN index of (collection, model) if it is missing; returns its name if built.
-
-    HNSW unless the collection's ``index_options`` say ``"method": "ivfflat"`` (see
-    `embedplat index`). ``CREATE INDEX CONCURRENTLY`` keeps ingest and other collections
-    writable meanwhile; an advisory lock keeps two processes from building the same index.
-    """
-    name = ann_index_name(collection.id, model_id)
-    options = collection.index_options or {}
-    with url_conn_factory() as conn:
-        conn.autocommit = True
-        got = conn.execute("SELECT pg_try_advisory_lock(7240515, %s)", (collection.id,)).fetchone()
-        if not got or not got[0]:
-            return None
-        try:
-            row = conn.execute(
-                "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'embedplat' AND c.relname = %s",
-                (name,),
-            ).fetchone()
-            if row is not None and row[0]:
-                return None
-            if row is not None:  # an interrupted concurrent build leaves an invalid index
-                conn.execute(
-                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS embedplat.{}").format(
-                        sql.Identifier(name)
-                    )
-                )
-            has_vectors = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM embedplat.embeddings "
-                "WHERE collection_id = %s AND model_id = %s)",
-                (collection.id, model_id),
-            ).fetchone()
-            if not has_vectors or not has_vectors[0]:
-                return None
-            conn.execute(
-                ann_index_statement(conn, name, collection.id, model_id, dimensions, options)
-            )
-            return name
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(7240515, %s)", (collection.id,))
-
-
 # -- the loop ----------------------------------------------------------------------------------
 
 
 def pending_counts(conn: Connection, collection_id: int) -> tuple[int, int]:
     """(stale records, pending chunks) of a collection."""
     row = conn.execute(
-        "SELECT (SELECT count(*) FROM embedplat.records WHERE collection_id = %(c)s "
-        "          AND chunked_hash IS DISTINCT FROM content_hash AND chunk_error IS NULL),"
-        "       (SELECT count(*) FROM embedplat.embedding_queue WHERE collection_id = %(c)s "
-        "          AND state = 'pending')",
+        "SELECT (SELECT count(*) FROM embedplat.stale_records WHERE collection_id = %(c)s),"
+        "       (SELECT count(*) FROM embedplat.pending_work WHERE collection_id = %(c)s)",
         {"c": collection_id},
     ).fetchone()
     assert row is not None

@@ -44,12 +44,13 @@ from kombu.exceptions import ChannelError
 from embedplat.chunking import TokenCounter
 from embedplat.collections import list_collections
 from embedplat.db.connection import connect, resolve_database_url
+from embedplat.db.locks import LockKey
 from embedplat.embedders import Embedder, load_embedder
 from embedplat.errors import CollectionNotFoundError, DatabaseUnavailableError
+from embedplat.indexes import ensure_ann_index
 from embedplat.sync import (
     SyncOptions,
     SyncReport,
-    ensure_ann_index,
     reconcile,
     sync_collection,
 )
@@ -74,9 +75,8 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     DatabaseUnavailableError,
 )
-# First key of the task-slot advisory locks (second key: the collection id). Distinct from
-# the sync engine's index-build lock (7240515).
-SLOT_LOCK_BASE = 7_240_600
+# First key of the task-slot advisory locks (second key: the collection id); see db/locks.py.
+SLOT_LOCK_BASE = int(LockKey.TASK_SLOT_BASE)
 # Upper bound of a delayed follow-up's countdown; far below the broker's visibility timeout.
 MAX_FOLLOW_UP_DELAY_S = 600.0
 # A follow-up no worker started within this time is dropped (see send_sync).
@@ -228,17 +228,12 @@ _COLLECTION_WORK = """
 SELECT c.id,
        c.name,
        (SELECT count(*) FROM (
-            SELECT 1 FROM embedplat.records r
+            SELECT 1 FROM embedplat.stale_records r
             WHERE r.collection_id = c.id
-              AND r.chunked_hash IS DISTINCT FROM r.content_hash
-              AND r.chunk_error IS NULL
             LIMIT %(cap)s) s) AS stale_records,
        (SELECT count(*) FROM (
-            SELECT 1 FROM embedplat.embedding_queue q
+            SELECT 1 FROM embedplat.claimable_work q
             WHERE q.collection_id = c.id
-              AND q.state = 'pending'
-              AND q.available_at <= now()
-              AND (q.leased_until IS NULL OR q.leased_until < now())
             LIMIT %(cap)s) s) AS claimable_chunks,
        (SELECT count(*) FROM pg_locks l
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2

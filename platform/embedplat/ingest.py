@@ -40,6 +40,7 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "TEXT_SUFFIXES",
     "RecordInput",
+    "SkippedFile",
     "detect_format",
     "read_records",
     "records_from_dicts",
@@ -85,6 +86,17 @@ class RecordInput:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """A file (or hidden folder) that reading a folder left out, and why.
+
+    ``path`` is the folder given joined with the path inside it, as in problems' ``source``.
+    """
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Fields:
     """Which fields of a row hold the id, the text and the metadata."""
 
@@ -125,14 +137,20 @@ def read_records(
     text_fields: Sequence[str] = ("text",),
     metadata_fields: Sequence[str] | None = None,
     stdin: BinaryIO | None = None,
+    on_skip: Callable[[SkippedFile], None] | None = None,
 ) -> Iterator[RecordInput | InputProblem]:
     """Yield records (and problems) from files, folders or ``-`` (stdin), in order.
 
     ``format`` overrides the extension (see :func:`detect_format`); stdin defaults to JSONL.
     ``metadata_fields=None`` keeps the ``metadata`` object of a JSON row, or every column that is
     neither id nor text of a CSV row; otherwise exactly the named fields that are present.
-    Text files become one record each: id = path relative to the folder given (or the file
-    name), metadata = ``{"path", "title"}``.
+    Text files become one record each: id = the path relative to the folder given, with ``/``
+    separators (a file given by itself: its file name); metadata = ``{"path": the same
+    relative path, "title": the first markdown heading, else the first non-empty line, front
+    matter skipped, at most 200 characters}``. A folder is walked recursively, in path order;
+    files ending in one of ``TEXT_SUFFIXES`` (any case) are read; hidden files and folders
+    (name starting with ``.``) and files with other extensions are left out, each reported to
+    ``on_skip`` as a :class:`SkippedFile` (a hidden folder once, not its contents).
 
     Arguments are checked before anything is read: a missing path, an unknown format or
     extension, or a folder given as JSONL/CSV raises :class:`InvalidInputError`.
@@ -161,7 +179,7 @@ def read_records(
                 "(leave out --format or pass --format text)"
             )
         plan.append((path, fmt))
-    return _read_all(plan, fields, stdin)
+    return _read_all(plan, fields, stdin, on_skip)
 
 
 def records_from_dicts(
@@ -202,7 +220,10 @@ def _fields(
 
 
 def _read_all(
-    plan: list[tuple[str | Path, str]], fields: _Fields, stdin: BinaryIO | None
+    plan: list[tuple[str | Path, str]],
+    fields: _Fields,
+    stdin: BinaryIO | None,
+    on_skip: Callable[[SkippedFile], None] | None,
 ) -> Iterator[RecordInput | InputProblem]:
     for path, fmt in plan:
         if str(path) == "-":
@@ -212,7 +233,7 @@ def _read_all(
             else:
                 yield from _read_stream(stream, "<stdin>", fmt, fields, ",")
         elif fmt == "text":
-            yield from _read_text_path(Path(path))
+            yield from _read_text_path(Path(path), on_skip)
         else:
             delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
             try:
@@ -452,19 +473,34 @@ def _check_header(header: list[str], fields: _Fields) -> str | None:
 # -- text / markdown files --------------------------------------------------------------------
 
 
-def _read_text_path(path: Path) -> Iterator[RecordInput | InputProblem]:
+_NOT_TEXT = f"not a text file (reads {', '.join(TEXT_SUFFIXES)})"
+
+
+def _read_text_path(
+    path: Path, on_skip: Callable[[SkippedFile], None] | None = None
+) -> Iterator[RecordInput | InputProblem]:
     if not path.is_dir():
         yield _text_file_record(path, path.name)
         return
     files: list[tuple[str, Path]] = []
+    skipped: list[SkippedFile] = []
     for folder, dirnames, filenames in os.walk(path):
         # Hidden folders (.git, .venv, ...) are pruned, not walked and then filtered.
+        hidden = [d for d in dirnames if d.startswith(".")]
+        skipped += (SkippedFile(str(Path(folder, d)), "hidden folder") for d in hidden)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(TEXT_SUFFIXES):
+            if name.startswith("."):
+                skipped.append(SkippedFile(str(Path(folder, name)), "hidden file"))
+                continue
+            if not name.lower().endswith(TEXT_SUFFIXES):
+                skipped.append(SkippedFile(str(Path(folder, name)), _NOT_TEXT))
                 continue
             file = Path(folder, name)
             files.append((file.relative_to(path).as_posix(), file))
+    if on_skip is not None:
+        for item in sorted(skipped, key=lambda item: item.path):
+            on_skip(item)
     if not files:
         yield InputProblem(
             str(path), None, f"no {', '.join(TEXT_SUFFIXES)} files in this folder: no records"

@@ -1,0 +1,55 @@
+"""Option and argument types shared by several commands (one declaration each)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "CollectionArg",
+    "EfSearchOption",
+    "ExportFormatChoice",
+    "FilterOption",
+    "IndexMethod",
+    "InputFormat",
+    "JsonFlag",
+    "OnErrorChoice",
+    "ProbesOption",
+]
+
+CollectionArg = Annotated[str, typer.Argument(metavar="COLLECTION", help="Collection name.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+FilterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--filter",
+        help='Metadata filter (docs/filters.md), e.g. \'{"topic": "sport", "year": {"$gte": 2020}}\'.',
+    ),
+]
+EfSearchOption = Annotated[
+    int | None, typer.Option(help="HNSW ef_search for this query (recall vs speed).")
+]
+ProbesOption = Annotated[int | None, typer.Option(help="IVFFlat probes for this query.")]
+
+
+class InputFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    text = "text"
+
+
+class OnErrorChoice(StrEnum):
+    fail = "fail"
+    skip = "skip"
+
+
+class IndexMethod(StrEnum):
+    hnsw = "hnsw"
+    ivfflat = "ivfflat"
+
+
+class ExportFormatChoice(StrEnum):
+    jsonl = "jsonl"
+    parquet = "parquet"

@@ -1,0 +1,59 @@
+"""`embedplat worker`: a Celery worker for embedplat's tasks (needs the `workers` extra)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from embedplat.cli.app import app, handle_errors, settings
+from embedplat.errors import ConfigurationError, InvalidInputError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@app.command()
+@handle_errors()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (default: one per CPU core)."),
+    ] = None,
+    beat: Annotated[
+        bool,
+        typer.Option(
+            "--beat",
+            help="Also run the scheduler (sweep, reconcile, index upkeep) and the change "
+            "listener in this worker. Run exactly one per deployment.",
+        ),
+    ] = False,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run a Celery worker for embedplat's tasks (same as `celery -A embedplat_workers.app worker`).
+
+    Broker from EMBEDPLAT_BROKER_URL; database from EMBEDPLAT_DATABASE_URL, else the embedded
+    server. Needs Celery, which comes with the `workers` extra of embedplat.
+    """
+    if concurrency is not None and concurrency < 1:
+        raise InvalidInputError("--concurrency must be at least 1")
+    if loglevel.upper() not in LOG_LEVELS:
+        raise InvalidInputError(
+            f"--loglevel must be DEBUG, INFO, WARNING or ERROR, got {loglevel!r}"
+        )
+    # Celery is imported here only: `embedplat` itself never depends on it.
+    try:
+        from embedplat_workers.app import app as celery_app
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("celery", "kombu", "redis", "embedplat_workers"):
+            raise ConfigurationError(
+                f"the worker needs Celery ({exc.name} is missing): pip install 'embedplat[workers]'"
+            ) from None
+        raise
+    argv = ["worker", f"--loglevel={loglevel.upper()}"]
+    if concurrency is not None:
+        argv.append(f"--concurrency={concurrency}")
+    if beat:
+        home = settings().home
+        home.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={home / 'celerybeat-schedule'}"]
+    celery_app.worker_main(argv)

@@ -8,9 +8,11 @@ no pgvector) into one clear :class:`DatabaseUnavailableError`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from embedplat.config import Settings
 from embedplat.errors import DatabaseUnavailableError
@@ -49,13 +51,114 @@ def sqlalchemy_url(url: str) -> str:
     return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql+psycopg://", url)
 
 
+# Connection parameters whose values are secrets: never shown in a message or a log line.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+UNPARSEABLE = "(a connection string libpq cannot parse, not shown: it may hold a password)"
+_MASK = "***"
+# Parameters a URL carries outside its query string.
+_URI_PARTS = frozenset({"user", "password", "host", "port", "dbname"})
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """``url`` (a URL or a ``key=value`` string) with every secret replaced, for messages.
+
+    The string is parsed as libpq parses it (psycopg's ``conninfo_to_dict``) and written back
+    from the parsed parameters, so a password is masked wherever it was given: in the URL's
+    user part (percent-encoded or not), as ``?password=``, as ``password=...``. A string that
+    libpq cannot parse is not shown at all: what it holds is unknown.
+    """
+    text = libpq_url(url)
+    try:
+        params = conninfo_to_dict(text)
+    except psycopg.ProgrammingError:
+        return UNPARSEABLE
+    # An unencoded '@' in a URL's password leaves its tail in libpq's host name: hide that too.
+    hidden = _host_prefixes(params)
+    if hidden:
+        params["host"] = ",".join(_without_prefix(h) for h in str(params["host"]).split(","))
+        params["password"] = _MASK
+    shown = {k: (_MASK if k in SECRET_PARAMETERS else str(v)) for k, v in params.items()}
+    return _as_uri(shown) if _is_uri(text) else make_conninfo(**shown)
+
+
+def parse_conninfo(url: str) -> dict[str, str]:
+    """libpq's parameters of ``url``; a clear error (that echoes nothing) when it is malformed."""
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(libpq_url(url)).items()}
+    except psycopg.ProgrammingError:
+        # libpq's own message quotes the offending part, which may be the password.
+        raise DatabaseUnavailableError(
+            "the database URL is not a valid PostgreSQL connection string (not shown: it may "
+            "hold a password); check EMBEDPLAT_DATABASE_URL, and percent-encode special "
+            "characters in a URL's password ('%' as %25, '@' as %40)"
+        ) from None
+    if _host_prefixes(params):
+        raise DatabaseUnavailableError(
+            "the database URL has an '@' in its user name or password: percent-encode it as "
+            "%40 (postgresql://user:p%40ss@host/db); check EMBEDPLAT_DATABASE_URL"
+        )
+    return params
+
+
+def with_database(url: str, dbname: str) -> str:
+    """``url`` naming database ``dbname`` instead, every other parameter kept (a URL's query
+    string too, e.g. the embedded server's ``passfile``)."""
+    text = libpq_url(url)
+    if not _is_uri(text):
+        return make_conninfo(text, dbname=dbname)
+    parts = urlsplit(text)
+    return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
+
+
+def _is_uri(text: str) -> bool:
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def _host_prefixes(params: dict[str, Any]) -> list[str]:
+    """Text before an '@' in network host names: a misread part of a URL's user info."""
+    hosts = str(params.get("host") or "").split(",")
+    return [h.rpartition("@")[0] for h in hosts if "@" in h and not h.startswith("/")]
+
+
+def _without_prefix(host: str) -> str:
+    return host if host.startswith("/") else host.rpartition("@")[2]
+
+
+def _as_uri(params: dict[str, str]) -> str:
+    """A ``postgresql://`` URL for already-masked ``params``."""
+    hosts = params.get("host", "").split(",") if params.get("host") else []
+    ports = params.get("port", "").split(",") if params.get("port") else []
+    query = {k: v for k, v in params.items() if k not in _URI_PARTS}
+    netloc = ""
+    if any(h.startswith("/") for h in hosts) or (ports and len(ports) != max(len(hosts), 1)):
+        # Socket folders (and odd host/port lists) only fit in the query string.
+        query = {
+            **({"host": params["host"]} if hosts else {}),
+            **({"port": params["port"]} if ports else {}),
+            **query,
+        }
+    else:
+        pairs = []
+        for i, host in enumerate(hosts or [""]):
+            name = f"[{host}]" if ":" in host else quote(host, safe="")
+            port = ports[i] if i < len(ports) else ""
+            pairs.append(f"{name}:{port}" if port else name)
+        netloc = ",".join(pairs)
+    user = quote(params.get("user", ""), safe="")
+    if "password" in params:
+        user += ":" + params["password"]
+    if user:
+        netloc = f"{user}@{netloc}"
+    path = "/" + quote(params["dbname"], safe="") if "dbname" in params else ""
+    tail = "&".join(
+        f"{quote(k, safe='')}={v if v == _MASK else quote(v, safe='/')}" for k, v in query.items()
+    )
+    return f"postgresql://{netloc}{path}" + (f"?{tail}" if tail else "")
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
     """Open a psycopg connection, translating connection failures into one clear error."""
+    parse_conninfo(url)  # a malformed URL fails here, with a message that does not echo it
     try:
         return psycopg.connect(libpq_url(url), autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
@@ -119,8 +222,25 @@ def _explain(url: str, exc: psycopg.OperationalError) -> DatabaseUnavailableErro
         return DatabaseUnavailableError(
             f"the user named in {where} does not exist on that server: fix EMBEDPLAT_DATABASE_URL"
         )
-    first_line = text.splitlines()[-1] if text else exc.__class__.__name__
+    # libpq's first line ends with the reason ("... port 1 failed: Connection refused"); the
+    # lines after it are hints.
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0].rpartition("failed: ")[2] if lines else ""
+    first_line = _scrub(reason or (lines[0] if lines else exc.__class__.__name__), url)
     return DatabaseUnavailableError(
         f"cannot reach the database at {where} ({first_line}): is the server running and the "
         "URL right? Unset EMBEDPLAT_DATABASE_URL to use the embedded database"
     )
+
+
+def _scrub(text: str, url: str) -> str:
+    """libpq's message with the URL's secrets taken out, should libpq ever quote one."""
+    try:
+        params = conninfo_to_dict(libpq_url(url))
+    except psycopg.ProgrammingError:
+        return text
+    for key in SECRET_PARAMETERS:
+        value = str(params.get(key) or "")
+        if len(value) >= 4:  # shorter ones would mask ordinary words of the message
+            text = text.replace(value, _MASK)
+    return text

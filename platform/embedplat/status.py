@@ -9,6 +9,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from embedplat.sync import LeaseHolder, lease_holders
+
 # One row per collection. `stale` counts chunks waiting for a vector plus records whose content
 # changed since they were chunked (their chunks are not even known yet); `failed` counts work
 # parked after too many attempts.
@@ -28,6 +30,8 @@ SELECT c.name,
          WHERE q.collection_id = c.id) AS pending_chunks,
        (SELECT count(*) FROM embedplat.stale_records r
          WHERE r.collection_id = c.id) AS pending_records,
+       (SELECT coalesce(sum(h.chunks), 0) FROM embedplat.lease_holders h
+         WHERE h.collection_id = c.id AND h.alive) AS leased_chunks,
        (SELECT count(*) FROM embedplat.embedding_queue q
          WHERE q.collection_id = c.id AND q.state = 'failed')
        + (SELECT count(*) FROM embedplat.parked_records r
@@ -58,9 +62,12 @@ class CollectionStatus:
     embedded: int
     pending_chunks: int
     pending_records: int
+    leased_chunks: int
     failed: int
     oldest_stale_change: datetime | None
     checked_at: datetime
+    # Processes holding unexpired leases on this collection's chunks (dead ones included).
+    lease_holders: tuple[LeaseHolder, ...] = ()
 
     @property
     def stale(self) -> int:
@@ -86,6 +93,8 @@ class CollectionStatus:
             "failed": self.failed,
             "pending_chunks": self.pending_chunks,
             "pending_records": self.pending_records,
+            "leased_chunks": self.leased_chunks,
+            "lease_holders": [h.to_json() for h in self.lease_holders],
             "dimensions": self.dimensions,
             "oldest_stale_change": (
                 self.oldest_stale_change.isoformat() if self.oldest_stale_change else None
@@ -98,4 +107,9 @@ def collection_status(conn: psycopg.Connection[Any]) -> list[CollectionStatus]:
     """Counts for every collection."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_STATUS).fetchall()
-    return [CollectionStatus(**row) for row in rows]
+    holders: dict[str, list[LeaseHolder]] = {}
+    for holder in lease_holders(conn):
+        holders.setdefault(holder.collection, []).append(holder)
+    return [
+        CollectionStatus(**row, lease_holders=tuple(holders.get(row["name"], ()))) for row in rows
+    ]

@@ -29,6 +29,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -37,9 +38,10 @@ import psycopg
 from embedplat.chunking import Chunk, chunk_text
 from embedplat.collections import CollectionInfo, get_collection, list_collections
 from embedplat.config import DEFAULT_BATCH_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS
+from embedplat.db.locks import LockKey
 from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
-from embedplat.errors import ModelMismatchError
+from embedplat.errors import DatabaseUnavailableError, EmbedplatError, ModelMismatchError
 from embedplat.indexes import ensure_ann_index
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,37 @@ class SyncOptions:
     max_rounds: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """A process holding unexpired leases on a collection's chunks (``embedplat.lease_holders``)."""
+
+    collection: str
+    holder: str
+    chunks: int
+    leased_until: datetime
+    alive: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "holder": self.holder,
+            "chunks": self.chunks,
+            "leased_until": self.leased_until.isoformat(),
+            "alive": self.alive,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionFailure:
+    """A collection whose sync failed, with the error in one line."""
+
+    collection: str
+    error: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"collection": self.collection, "error": self.error}
+
+
 @dataclass
 class SyncReport:
     """What a sync did (the shape of `embedplat sync --json`)."""
@@ -89,6 +122,15 @@ class SyncReport:
     seconds: float = 0.0
     indexes_built: list[str] = field(default_factory=list)
     more_work: bool = False
+    # Chunks this sync could not take because another live process holds them.
+    leased_elsewhere: list[LeaseHolder] = field(default_factory=list)
+    # Collections whose sync failed (a sync of every collection carries on past them).
+    failures: list[CollectionFailure] = field(default_factory=list)
+
+    @property
+    def chunks_leased_elsewhere(self) -> int:
+        """Chunks left for other processes that hold their leases."""
+        return sum(h.chunks for h in self.leased_elsewhere)
 
     def merge(self, other: SyncReport) -> None:
         self.records_chunked += other.records_chunked
@@ -98,6 +140,8 @@ class SyncReport:
         self.chunks_discarded += other.chunks_discarded
         self.indexes_built += other.indexes_built
         self.more_work = self.more_work or other.more_work
+        self.leased_elsewhere += other.leased_elsewhere
+        self.failures += other.failures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +153,9 @@ class SyncReport:
             "seconds": round(self.seconds, 3),
             "indexes_built": self.indexes_built,
             "more_work": self.more_work,
+            "chunks_leased_elsewhere": self.chunks_leased_elsewhere,
+            "leased_elsewhere": [h.to_json() for h in self.leased_elsewhere],
+            "failed_collections": [f.to_json() for f in self.failures],
         }
 
 
@@ -474,6 +521,55 @@ def embed_round(
     return len(claimed)
 
 
+# -- lease liveness ----------------------------------------------------------------------------
+
+
+def hold_lease_liveness(conn: Connection, worker_id: str) -> None:
+    """Mark ``worker_id`` alive for as long as ``conn`` stays open (see sql/work.v2.sql).
+
+    A session advisory lock: re-entrant, and released by the server when the connection ends,
+    however the process ends.
+    """
+    conn.execute(
+        "SELECT pg_advisory_lock(%s::int4, hashtext(%s))", (int(LockKey.LEASE_HOLDER), worker_id)
+    )
+
+
+def release_leases(conn: Connection, worker_id: str) -> int:
+    """Hand back every lease ``worker_id`` holds; returns how many. Never raises.
+
+    Called on the way out, when the connection itself may be what failed; the liveness lock
+    (gone with a broken connection) frees the leases then.
+    """
+    try:
+        with conn.transaction():
+            cur = conn.execute(
+                "UPDATE embedplat.embedding_queue SET leased_until = NULL, leased_by = NULL "
+                "WHERE leased_by = %s",
+                (worker_id,),
+            )
+            released = max(cur.rowcount, 0)
+        conn.execute(
+            "SELECT pg_advisory_unlock(%s::int4, hashtext(%s))",
+            (int(LockKey.LEASE_HOLDER), worker_id),
+        )
+        return released
+    except psycopg.Error as exc:
+        log.warning("could not release the leases of %s: %s", worker_id, exc)
+        return 0
+
+
+def lease_holders(conn: Connection, collection_id: int | None = None) -> list[LeaseHolder]:
+    """Processes holding unexpired leases (of one collection, or of all)."""
+    rows = conn.execute(
+        "SELECT c.name, h.holder, h.chunks, h.leased_until, h.alive "
+        "FROM embedplat.lease_holders h JOIN embedplat.collections c ON c.id = h.collection_id "
+        "WHERE %(c)s::bigint IS NULL OR h.collection_id = %(c)s ORDER BY c.name, h.holder",
+        {"c": collection_id},
+    ).fetchall()
+    return [LeaseHolder(str(r[0]), str(r[1]), int(r[2]), r[3], bool(r[4])) for r in rows]
+
+
 # -- the loop ----------------------------------------------------------------------------------
 
 
@@ -510,22 +606,31 @@ def sync_collection(
             return report
         embedder = embedder_factory(collection.model_name)
         model_id = bind_model(conn, collection, embedder)
-        rounds = 0
-        while options.max_rounds is None or rounds < options.max_rounds:
-            chunked, queued = chunk_stale_records(
-                conn, collection, embedder, limit=options.record_batch
-            )
-            if chunked:
-                report.records_chunked += chunked
-                progress.chunked(chunked, queued)
-            claimed = embed_round(conn, collection, embedder, model_id, options, report)
-            if claimed:
-                progress.embedded(claimed)
-            if not chunked and not claimed:
-                break
-            rounds += 1
+        hold_lease_liveness(conn, options.worker_id)
+        try:
+            rounds = 0
+            while options.max_rounds is None or rounds < options.max_rounds:
+                chunked, queued = chunk_stale_records(
+                    conn, collection, embedder, limit=options.record_batch
+                )
+                if chunked:
+                    report.records_chunked += chunked
+                    progress.chunked(chunked, queued)
+                claimed = embed_round(conn, collection, embedder, model_id, options, report)
+                if claimed:
+                    progress.embedded(claimed)
+                if not chunked and not claimed:
+                    break
+                rounds += 1
+        finally:
+            # A clean exit (done, Ctrl-C, an exception) hands its leases back at once; a killed
+            # process's liveness lock goes with its connection, which frees them as well.
+            release_leases(conn, options.worker_id)
         stale_records, pending_chunks = pending_counts(conn, collection.id)
         report.more_work = (stale_records + pending_chunks) > 0
+        report.leased_elsewhere += [
+            h for h in lease_holders(conn, collection.id) if h.holder != options.worker_id
+        ]
     if options.build_index and not report.more_work:
         built = ensure_ann_index(connect, collection, model_id, embedder.dimensions)
         if built:
@@ -541,7 +646,12 @@ def sync(
     options: SyncOptions | None = None,
     progress: Progress | None = None,
 ) -> SyncReport:
-    """Sync one collection, or every collection when ``collection`` is None."""
+    """Sync one collection, or every collection when ``collection`` is None.
+
+    A sync of every collection carries on past a collection that fails (an unknown model, a
+    model mismatch, a bug) and lists it in ``failures``; a named collection's error is raised.
+    Losing the database is raised at once either way: every later collection would fail too.
+    """
     started = time.perf_counter()
     if collection is None:
         with connect() as conn:
@@ -550,9 +660,24 @@ def sync(
         names = [collection]
     total = SyncReport()
     for name in names:
-        total.merge(sync_collection(connect, name, embedder_factory, options, progress))
+        if collection is not None:
+            total.merge(sync_collection(connect, name, embedder_factory, options, progress))
+            continue
+        try:
+            total.merge(sync_collection(connect, name, embedder_factory, options, progress))
+        except (psycopg.OperationalError, DatabaseUnavailableError):
+            raise
+        except Exception as exc:  # isolate this collection; the report says what went wrong
+            log.warning("sync of collection %r failed: %s", name, exc)
+            total.failures.append(CollectionFailure(name, one_line_error(exc)))
     total.seconds = time.perf_counter() - started
     return total
+
+
+def one_line_error(exc: BaseException) -> str:
+    """An error as one line: embedplat's own messages as they are, others with their type."""
+    text = str(exc) if isinstance(exc, EmbedplatError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:ERROR_TEXT_LIMIT]
 
 
 # -- operator actions --------------------------------------------------------------------------

@@ -16,6 +16,10 @@ class LockKey(IntEnum):
     # Building or rebuilding a (collection, model) ANN index: the sync engine's build after a
     # back-fill and `embedplat index` take it, so the two never build one index at once.
     ANN_INDEX_BUILD = 7_240_515
+    # Liveness of a lease holder: held (second key: hashtext(worker id)) on the connection a
+    # sync claims with, for as long as it works; leases of a holder without it are claimable.
+    # sql/work.v2.sql repeats this number in the view embedplat.live_lease_holders.
+    LEASE_HOLDER = 7_240_530
     # Celery task slots: slot N of a collection is ``TASK_SLOT_BASE + N`` for N below
     # EMBEDPLAT_MAX_PARALLEL_TASKS; keys above this one are reserved for them.
     TASK_SLOT_BASE = 7_240_600

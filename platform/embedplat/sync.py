@@ -41,8 +41,14 @@ from embedplat.config import DEFAULT_BATCH_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_
 from embedplat.db.locks import LockKey
 from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
-from embedplat.errors import DatabaseUnavailableError, EmbedplatError, ModelMismatchError
+from embedplat.errors import (
+    DatabaseUnavailableError,
+    EmbedplatError,
+    InvalidInputError,
+    ModelMismatchError,
+)
 from embedplat.indexes import ensure_ann_index
+from embedplat.ingest import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,9 @@ class SyncReport:
     """What a sync did (the shape of `embedplat sync --json`)."""
 
     records_chunked: int = 0
+    # records whose chunking raised (an attempt counted), and those of them parked for good
+    records_failed: int = 0
+    records_parked: int = 0
     chunks_embedded: int = 0
     chunks_failed: int = 0
     chunks_parked: int = 0
@@ -134,6 +143,8 @@ class SyncReport:
 
     def merge(self, other: SyncReport) -> None:
         self.records_chunked += other.records_chunked
+        self.records_failed += other.records_failed
+        self.records_parked += other.records_parked
         self.chunks_embedded += other.chunks_embedded
         self.chunks_failed += other.chunks_failed
         self.chunks_parked += other.chunks_parked
@@ -146,6 +157,8 @@ class SyncReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "records_chunked": self.records_chunked,
+            "records_failed": self.records_failed,
+            "records_parked": self.records_parked,
             "chunks_embedded": self.chunks_embedded,
             "chunks_failed": self.chunks_failed,
             "chunks_parked": self.chunks_parked,
@@ -217,76 +230,163 @@ def bind_model(conn: Connection, collection: CollectionInfo, embedder: Embedder)
     return model_id
 
 
+class RecordTooLargeError(InvalidInputError):
+    """A record's text is over MAX_RECORD_BYTES (it can only come from a plain SQL write)."""
+
+
 # -- stage 1: chunking ------------------------------------------------------------------------
 
-_CLAIM_RECORDS = """
-SELECT id, content, content_hash
+# Candidates first, without locks: ids and sizes, so one transaction takes at most
+# CHUNK_BATCH_BYTES of text (a huge record gets a transaction of its own instead of holding the
+# locks of its neighbours while it is cut). Then the chosen rows are locked and re-checked.
+_STALE_CANDIDATES = """
+SELECT id, octet_length(content)
 FROM embedplat.stale_records
 WHERE collection_id = %s
 ORDER BY id
 LIMIT %s
+"""
+
+_CLAIM_RECORDS = """
+SELECT id, content, chunk_attempts
+FROM embedplat.stale_records
+WHERE collection_id = %s AND id = ANY(%s)
+ORDER BY id
 FOR UPDATE SKIP LOCKED
 """
 
+_PARK_RECORD = """
+UPDATE embedplat.records
+SET chunk_attempts = chunk_attempts + 1,
+    chunk_error = CASE WHEN %(park)s THEN %(error)s END
+WHERE id = %(id)s
+"""
+
+# Text cut in one chunking transaction (the first record always goes, whatever its size).
+CHUNK_BATCH_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class ChunkingResult:
+    """What one chunking transaction did."""
+
+    chunked: int = 0  # records cut into chunks
+    queued: int = 0  # new chunks queued for embedding
+    failed: int = 0  # records whose chunking raised (an attempt counted)
+    parked: int = 0  # ... of those, parked for good (see embedplat.failed_work)
+
+    @property
+    def taken(self) -> int:
+        return self.chunked + self.failed
+
+
+def _batch_by_size(candidates: Sequence[tuple[int, int]], budget: int) -> list[int]:
+    """The longest prefix of (id, bytes) within ``budget`` bytes, and at least one id."""
+    ids: list[int] = []
+    total = 0
+    for record_id, size in candidates:
+        if ids and total + size > budget:
+            break
+        ids.append(record_id)
+        total += size
+    return ids
+
 
 def chunk_stale_records(
-    conn: Connection, collection: CollectionInfo, embedder: Embedder, *, limit: int
-) -> tuple[int, int]:
-    """Re-chunk up to ``limit`` stale records in one transaction.
+    conn: Connection,
+    collection: CollectionInfo,
+    embedder: Embedder,
+    *,
+    limit: int,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> ChunkingResult:
+    """Re-chunk up to ``limit`` stale records (at most CHUNK_BATCH_BYTES of text) in one
+    transaction.
 
-    Returns (records chunked, chunks queued for embedding).
+    A record larger than MAX_RECORD_BYTES (SQL writers are not held to ingest's limit) is parked
+    at once; one whose chunking raises counts an attempt and is parked after ``max_attempts``,
+    with its error in ``chunk_error`` (see ``embedplat.failed_work``). Either way its old
+    chunks and vectors stay, and the other records of the batch go on.
+
     """
     counter = embedder.token_counter()
+    candidates = conn.execute(_STALE_CANDIDATES, (collection.id, limit)).fetchall()
+    chosen = _batch_by_size([(int(r[0]), int(r[1] or 0)) for r in candidates], CHUNK_BATCH_BYTES)
+    result = ChunkingResult()
+    if not chosen:
+        return result
     with conn.transaction():
-        rows = conn.execute(_CLAIM_RECORDS, (collection.id, limit)).fetchall()
-        if not rows:
-            return 0, 0
-        record_ids = [int(r[0]) for r in rows]
-        existing: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-        for chunk_id, record_id, text_hash in conn.execute(
-            "SELECT id, record_id, text_hash FROM embedplat.chunks "
-            "WHERE record_id = ANY(%s) ORDER BY record_id, ordinal, id",
-            (record_ids,),
-        ):
-            existing[int(record_id)].append((int(chunk_id), bytes(text_hash)))
-
-        keep_updates: list[tuple[int, int, int, int]] = []  # (chunk_id, ordinal, start, end)
-        delete_ids: list[int] = []
-        inserts: list[tuple[int, int, str, int, int, int]] = []
-        for record_id, content, _ in rows:
-            chunks = chunk_text(
-                content,
-                max_tokens=collection.chunk_tokens,
-                overlap=collection.chunk_overlap,
-                counter=counter,
-            )
-            kept, removed, added = diff_chunks(existing.get(int(record_id), []), chunks)
-            keep_updates += kept
-            delete_ids += removed
-            inserts += [
-                (int(record_id), c.ordinal, c.text, c.char_start, c.char_end, c.token_count)
-                for c in added
-            ]
-
-        if delete_ids:
-            conn.execute("DELETE FROM embedplat.chunks WHERE id = ANY(%s)", (delete_ids,))
-        if keep_updates:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "UPDATE embedplat.chunks SET ordinal = %s, char_start = %s, char_end = %s "
-                    "WHERE id = %s AND (ordinal, char_start, char_end) IS DISTINCT FROM "
-                    "(%s, %s, %s)",
-                    [(o, s, e, cid, o, s, e) for cid, o, s, e in keep_updates],
+        rows = conn.execute(_CLAIM_RECORDS, (collection.id, chosen)).fetchall()
+        cut: dict[int, list[Chunk]] = {}
+        for record_id, content, attempts in rows:
+            try:
+                size = len(content.encode("utf-8", "surrogatepass"))
+                if size > MAX_RECORD_BYTES:
+                    raise RecordTooLargeError(
+                        f"the record's text is {size:,} bytes; records may hold at most "
+                        f"{MAX_RECORD_BYTES:,} bytes (split it into several records)"
+                    )
+                cut[int(record_id)] = chunk_text(
+                    content,
+                    max_tokens=collection.chunk_tokens,
+                    overlap=collection.chunk_overlap,
+                    counter=counter,
                 )
-        queued = 0
-        if inserts:
-            queued = _insert_chunks(conn, collection.id, inserts)
-        conn.execute(
-            "UPDATE embedplat.records SET chunked_hash = content_hash, chunk_attempts = 0 "
-            "WHERE id = ANY(%s)",
-            (record_ids,),
-        )
-    return len(rows), queued
+            except Exception as exc:  # the tokenizer's failure modes are open-ended
+                park = isinstance(exc, RecordTooLargeError) or int(attempts) + 1 >= max_attempts
+                log.warning("chunking record %s failed: %s", record_id, exc)
+                conn.execute(
+                    _PARK_RECORD,
+                    {"id": int(record_id), "park": park, "error": one_line_error(exc)},
+                )
+                result.failed += 1
+                result.parked += int(park)
+        if cut:
+            result.queued = _replace_chunks(conn, collection.id, cut)
+            result.chunked = len(cut)
+    return result
+
+
+def _replace_chunks(conn: Connection, collection_id: int, cut: dict[int, list[Chunk]]) -> int:
+    """Write the new chunking of each record: keep matching rows, delete and insert the rest,
+    and mark the records chunked. Returns how many chunks were queued for embedding."""
+    record_ids = list(cut)
+    existing: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+    for chunk_id, record_id, text_hash in conn.execute(
+        "SELECT id, record_id, text_hash FROM embedplat.chunks "
+        "WHERE record_id = ANY(%s) ORDER BY record_id, ordinal, id",
+        (record_ids,),
+    ):
+        existing[int(record_id)].append((int(chunk_id), bytes(text_hash)))
+
+    keep_updates: list[tuple[int, int, int, int]] = []  # (chunk_id, ordinal, start, end)
+    delete_ids: list[int] = []
+    inserts: list[tuple[int, int, str, int, int, int]] = []
+    for record_id, chunks in cut.items():
+        kept, removed, added = diff_chunks(existing.get(record_id, []), chunks)
+        keep_updates += kept
+        delete_ids += removed
+        inserts += [
+            (record_id, c.ordinal, c.text, c.char_start, c.char_end, c.token_count) for c in added
+        ]
+
+    if delete_ids:
+        conn.execute("DELETE FROM embedplat.chunks WHERE id = ANY(%s)", (delete_ids,))
+    if keep_updates:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE embedplat.chunks SET ordinal = %s, char_start = %s, char_end = %s "
+                "WHERE id = %s AND (ordinal, char_start, char_end) IS DISTINCT FROM "
+                "(%s, %s, %s)",
+                [(o, s, e, cid, o, s, e) for cid, o, s, e in keep_updates],
+            )
+    queued = _insert_chunks(conn, collection_id, inserts) if inserts else 0
+    conn.execute(
+        "UPDATE embedplat.records SET chunked_hash = content_hash, chunk_attempts = 0, "
+        "chunk_error = NULL WHERE id = ANY(%s)",
+        (record_ids,),
+    )
+    return queued
 
 
 def diff_chunks(
@@ -610,16 +710,22 @@ def sync_collection(
         try:
             rounds = 0
             while options.max_rounds is None or rounds < options.max_rounds:
-                chunked, queued = chunk_stale_records(
-                    conn, collection, embedder, limit=options.record_batch
+                chunking = chunk_stale_records(
+                    conn,
+                    collection,
+                    embedder,
+                    limit=options.record_batch,
+                    max_attempts=options.max_attempts,
                 )
-                if chunked:
-                    report.records_chunked += chunked
-                    progress.chunked(chunked, queued)
+                report.records_chunked += chunking.chunked
+                report.records_failed += chunking.failed
+                report.records_parked += chunking.parked
+                if chunking.taken:
+                    progress.chunked(chunking.taken, chunking.queued)
                 claimed = embed_round(conn, collection, embedder, model_id, options, report)
                 if claimed:
                     progress.embedded(claimed)
-                if not chunked and not claimed:
+                if not chunking.taken and not claimed:
                     break
                 rounds += 1
         finally:

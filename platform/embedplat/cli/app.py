@@ -27,6 +27,7 @@ import typer
 # Typer vendors Click (typer >= 0.16); its usage errors and context live there.
 from typer._click import exceptions as click_exceptions
 from typer._click.globals import get_current_context
+from typer._click.utils import PacifyFlushWrapper
 
 from embedplat.config import Settings
 from embedplat.errors import ConfigurationError, EmbedplatError
@@ -138,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _pipe_closed()
+    except SystemExit:
+        # Typer ends a closed pipe outside any command (`--help | head -1`) with status 1 after
+        # wrapping stdout; give it the closed-pipe status of every other command.
+        if isinstance(sys.stdout, PacifyFlushWrapper):
+            _pipe_closed()
+        raise
     except click_exceptions.NoArgsIsHelpError as exc:
         # A group without its command (`embedplat`, `embedplat db`): its help, as a usage error.
         typer.echo(exc.format_message(), err=True)

@@ -34,6 +34,7 @@ def worker(
     Broker from EMBEDPLAT_BROKER_URL; database from EMBEDPLAT_DATABASE_URL, else the embedded
     server. Needs Celery, which comes with the `workers` extra of embedplat.
     """
+    current = settings()  # a bad EMBEDPLAT_* value fails here, before Celery starts
     if concurrency is not None and concurrency < 1:
         raise InvalidInputError("--concurrency must be at least 1")
     if loglevel.upper() not in LOG_LEVELS:
@@ -53,7 +54,7 @@ def worker(
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")
     if beat:
-        home = settings().home
+        home = current.home
         home.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", f"--schedule={home / 'celerybeat-schedule'}"]
     celery_app.worker_main(argv)

@@ -8,7 +8,10 @@ Semantics (by ``(collection, external_id)``):
   stale because it no longer equals ``chunked_hash``;
 * metadata-only change → updated; the content hash is unchanged so nothing is re-embedded.
 
-Within one call the last occurrence of an id wins. The whole call is one transaction: with
+Within one call the last occurrence of an id wins; the others are counted as ``duplicates``
+(ids are text: ``1`` and ``"1"`` in JSON name the same record). Concurrent ingests into one
+collection take turns (a transaction-level advisory lock): two calls upserting the same ids in
+different orders would otherwise deadlock. The whole call is one transaction: with
 ``on_error="fail"`` a single bad row rolls back everything the call wrote, and nothing stored
 before the call is touched.
 """
@@ -22,6 +25,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from embedplat.db.locks import LockKey
 from embedplat.errors import IngestError, InputProblem
 from embedplat.ingest import RecordInput
 
@@ -30,6 +34,7 @@ OnError = Literal["fail", "skip"]
 # Rows per COPY + upsert round; bounds the temporary table and the memory of one round.
 FLUSH_ROWS = 20_000
 MAX_LISTED_PROBLEMS = 1_000
+MAX_LISTED_DUPLICATES = 1_000
 
 _CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS embedplat_ingest_staging (
@@ -92,6 +97,9 @@ class IngestResult:
     unchanged: int = 0
     rejected: int = 0
     problems: list[InputProblem] = field(default_factory=list)
+    # Rows whose id came again later in the same input (the later row won), and the first ids.
+    duplicates: int = 0
+    duplicate_ids: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -106,6 +114,8 @@ class IngestResult:
             "metadata_updated": self.metadata_updated,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "duplicate_ids": self.duplicate_ids,
             "problems": [
                 {"source": p.source, "line": p.line, "reason": p.reason} for p in self.problems
             ],
@@ -128,6 +138,12 @@ def upsert_records(
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     result = IngestResult()
+    # One ingest at a time per collection, until the caller's transaction ends: upserts of
+    # overlapping ids in different orders (and rounds) would lock rows crosswise and deadlock.
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (int(LockKey.INGEST), collection_id)
+    )
+    seen: set[str] = set()
     # The de-duplicating sort of a 20k-row round spills to disk under the default 4 MB.
     conn.execute("SET LOCAL work_mem = '64MB'")
     conn.execute(_CREATE_STAGING)
@@ -141,6 +157,12 @@ def upsert_records(
             if len(result.problems) < MAX_LISTED_PROBLEMS:
                 result.problems.append(item)
             continue
+        if item.external_id in seen:
+            result.duplicates += 1
+            if len(result.duplicate_ids) < MAX_LISTED_DUPLICATES:
+                result.duplicate_ids.append(item.external_id)
+        else:
+            seen.add(item.external_id)
         seq += 1
         batch.append(
             (seq, item.external_id, item.content, json.dumps(item.metadata, ensure_ascii=False))

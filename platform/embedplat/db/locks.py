@@ -16,6 +16,9 @@ class LockKey(IntEnum):
     # Building or rebuilding a (collection, model) ANN index: the sync engine's build after a
     # back-fill and `embedplat index` take it, so the two never build one index at once.
     ANN_INDEX_BUILD = 7_240_515
+    # Ingest into a collection (transaction-level): concurrent ingests take turns, since
+    # upserts of overlapping ids in different orders would deadlock.
+    INGEST = 7_240_520
     # Liveness of a lease holder: held (second key: hashtext(worker id)) on the connection a
     # sync claims with, for as long as it works; leases of a holder without it are claimable.
     # sql/work.v2.sql repeats this number in the view embedplat.live_lease_holders.

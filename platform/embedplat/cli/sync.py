@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from embedplat.cli.app import app, handle_errors, open_platform
+from embedplat.cli.app import app, fail, handle_errors, open_platform
 from embedplat.cli.options import JsonFlag
 from embedplat.cli.output import SyncBar, print_json
 from embedplat.config import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
-    from embedplat.sync import ReconcileReport
+    from embedplat.sync import ReconcileReport, SyncReport
 
 
 @app.command()
@@ -57,18 +57,41 @@ def sync(
                 report = platform.sync(collection, options=options, progress=bar)
     if json_out:
         print_json({**report.to_json(), **extra})
-        return
-    if retry_failed:
+    else:
+        _print_report(report, extra, drift)
+    if report.failures:
+        # A sync of every collection carries on past a failing one; the exit status says so.
+        failed = "; ".join(f"{f.collection}: {f.error}" for f in report.failures)
+        fail(f"sync failed for {len(report.failures)} collection(s): {failed}")
+
+
+def _print_report(
+    report: SyncReport, extra: dict[str, Any], drift: ReconcileReport | None
+) -> None:
+    if "requeued" in extra:
         typer.echo(f"re-queued {extra['requeued']} parked failures")
     if drift is not None:
         typer.echo(reconcile_line(drift))
+    records_failed = (
+        f" ({report.records_failed} failed, {report.records_parked} parked)"
+        if report.records_failed
+        else ""
+    )
     typer.echo(
-        f"chunked {report.records_chunked} records, embedded {report.chunks_embedded} chunks, "
+        f"chunked {report.records_chunked} records{records_failed}, "
+        f"embedded {report.chunks_embedded} chunks, "
         f"{report.chunks_failed} failed ({report.chunks_parked} parked) "
         f"in {report.seconds:.1f}s"
     )
     for name in report.indexes_built:
         typer.echo(f"built index {name}")
+    if report.chunks_leased_elsewhere:
+        holders = ", ".join(sorted({h.holder for h in report.leased_elsewhere}))
+        typer.echo(
+            f"note: {report.chunks_leased_elsewhere} chunks are leased by other live "
+            f"processes ({holders}); they embed them",
+            err=True,
+        )
 
 
 #: How `sync --reconcile` names each count of the reconcile report (singular, plural).

@@ -65,9 +65,7 @@ def sync(
         fail(f"sync failed for {len(report.failures)} collection(s): {failed}")
 
 
-def _print_report(
-    report: SyncReport, extra: dict[str, Any], drift: ReconcileReport | None
-) -> None:
+def _print_report(report: SyncReport, extra: dict[str, Any], drift: ReconcileReport | None) -> None:
     if "requeued" in extra:
         typer.echo(f"re-queued {extra['requeued']} parked failures")
     if drift is not None:

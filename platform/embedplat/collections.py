@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,10 @@ from embedplat.errors import CollectionExistsError, CollectionNotFoundError, Inv
 Connection = psycopg.Connection[Any]
 
 MAX_NAME_LENGTH = 200
+# Unicode categories refused in names: controls (Cc: NUL, newline, tab, ESC), formats (Cf:
+# bidi overrides and isolates, zero-width characters), surrogates (Cs), private use (Co),
+# unassigned (Cn), and line/paragraph separators (Zl, Zp).
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +55,22 @@ FROM embedplat.collections
 
 
 def validate_collection_name(name: str) -> str:
-    """Names are free text (they are always passed as values, never spliced into SQL)."""
+    """Names are free text (they are always passed as values, never spliced into SQL), but
+    printable: no control characters (newline, tab, NUL, ...), no bidirectional overrides that
+    make a name display as another (U+202E), no unpaired surrogates, no surrounding spaces."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("a collection name must be a non-empty string")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidInputError(f"a collection name may have at most {MAX_NAME_LENGTH} characters")
-    if "\x00" in name:
-        raise InvalidInputError("a collection name may not contain NUL characters")
+    for char in name:
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise InvalidInputError(
+                f"a collection name may not contain the character U+{ord(char):04X} "
+                f"({unicodedata.name(char, 'control or format character')}); "
+                "use letters, digits, spaces and punctuation"
+            )
+    if name != name.strip():
+        raise InvalidInputError("a collection name may not start or end with spaces")
     return name
 
 

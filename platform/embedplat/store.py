@@ -26,7 +26,7 @@ from typing import Any, Literal
 import psycopg
 
 from embedplat.db.locks import LockKey
-from embedplat.errors import IngestError, InputProblem
+from embedplat.errors import CollectionNotFoundError, IngestError, InputProblem
 from embedplat.ingest import RecordInput
 
 OnError = Literal["fail", "skip"]
@@ -143,6 +143,17 @@ def upsert_records(
     conn.execute(
         "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (int(LockKey.INGEST), collection_id)
     )
+    # Hold the collection for the rest of the transaction: a concurrent `collection drop`
+    # waits for this ingest instead of failing it halfway with a foreign-key error.
+    if (
+        conn.execute(
+            "SELECT 1 FROM embedplat.collections WHERE id = %s FOR KEY SHARE", (collection_id,)
+        ).fetchone()
+        is None
+    ):
+        raise CollectionNotFoundError(
+            "the collection was dropped while this ingest started; nothing was written"
+        )
     seen: set[str] = set()
     # The de-duplicating sort of a 20k-row round spills to disk under the default 4 MB.
     conn.execute("SET LOCAL work_mem = '64MB'")

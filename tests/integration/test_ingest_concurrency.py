@@ -1,12 +1,16 @@
-"""Concurrent ingests of the same ids in different orders take turns instead of deadlocking,
-and ids repeated within one input are counted and reported."""
+"""Concurrent ingests of the same ids in different orders take turns instead of deadlocking, a
+collection drop waits for a running ingest, and ids repeated within one input are counted."""
 
 from __future__ import annotations
 
 import threading
 
+import psycopg
+
 from embedplat.api import Platform
+from embedplat.db.connection import libpq_url
 from embedplat.store import FLUSH_ROWS
+from tests.waiting import wait_for
 
 
 def test_concurrent_ingests_in_opposite_orders_do_not_deadlock(platform: Platform) -> None:
@@ -60,3 +64,53 @@ def test_duplicate_ids_in_one_input_are_counted(platform: Platform) -> None:
     with platform.connection() as conn:
         rows = dict(conn.execute("SELECT external_id, content FROM embedplat.records").fetchall())
     assert rows == {"a": "second a", "1": "string one", "b": "only b"}  # the last one wins
+
+
+def test_drop_waits_for_a_running_ingest(platform: Platform, db_url: str) -> None:
+    platform.create_collection("docs", model="test-hash-64")
+    halfway = threading.Event()
+    go_on = threading.Event()
+
+    def rows():
+        for i in range(10):
+            if i == 5:
+                halfway.set()
+                go_on.wait(120)
+            yield {"id": f"r{i}", "text": f"text {i}"}
+
+    outcome: list[object] = []
+
+    def ingest() -> None:
+        try:
+            outcome.append(platform.ingest("docs", rows()))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    def drop() -> None:
+        try:
+            platform.drop_collection("docs")
+            outcome.append("dropped")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    ingester = threading.Thread(target=ingest)
+    ingester.start()
+    assert halfway.wait(60)
+    dropper = threading.Thread(target=drop)
+    dropper.start()
+
+    def drop_is_waiting() -> bool:
+        with psycopg.connect(libpq_url(db_url)) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM embedplat.collections%%'"
+            ).fetchone()
+        return bool(row and row[0])
+
+    wait_for(drop_is_waiting, 120, "the drop to wait for the ingest")
+    go_on.set()
+    ingester.join(120)
+    dropper.join(120)
+    # the ingest finished whole, then the drop went through: no foreign-key error
+    assert [type(o).__name__ for o in outcome] == ["IngestResult", "str"], outcome
+    assert platform.collections() == []

@@ -6,8 +6,8 @@
 # a quick probe (5 s, no retries) notices and torch comes from pip's configured index instead.
 #
 #   EMBEDPLAT_VENV         the virtual environment (default: .venv in the repository)
-#   EMBEDPLAT_TORCH_INDEX  the torch wheel index (default: PyTorch's CPU index; a CUDA one
-#                          such as https://download.pytorch.org/whl/cu128 for GPU workers)
+#   EMBEDPLAT_TORCH_INDEX  the torch wheel index (default: PyTorch's CPU index; PyTorch's
+#                          index for the machine's CUDA version for GPU workers)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"

@@ -14,19 +14,21 @@ from typing import Any
 
 import psycopg
 
-from embedplat.errors import (
-    CollectionNotFoundError,
-    InvalidInputError,
-    ModelMismatchError,
-)
+from embedplat.errors import InvalidInputError, server_errors
 
 Connection = psycopg.Connection[Any]
 
+# The one source of these defaults and limits; the SQL functions declare the same
+# (tests/integration/test_sql_docs.py compares them with pg_proc).
 DEFAULT_DUPLICATE_THRESHOLD = 0.7
 """Default of ``embedplat.near_duplicates``: calibrated for all-MiniLM-L6-v2 (docs/sql.md)."""
 DEFAULT_DUPLICATE_K = 10
+"""Nearest chunks probed per chunk by ``near_duplicates`` / ``duplicate_groups``."""
 DEFAULT_ANOMALY_K = 10
-MAX_K = 1000
+"""Nearest records averaged per score by ``anomaly_scores``."""
+MAX_ANALYTICS_K = 1000
+"""Largest ``k`` of ``near_duplicates``, ``duplicate_groups`` and ``anomaly_scores`` (each
+probe reads k neighbours per chunk, so k bounds the work per chunk)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,8 @@ class DuplicateGroupMember:
     keeper: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"group": self.group, "id": self.id, "keeper": self.keeper}
+        # "group_id" is the SQL column's name; "group" stays for existing scripts.
+        return {"group_id": self.group, "group": self.group, "id": self.id, "keeper": self.keeper}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +75,8 @@ class AnomalyScore:
 
 
 def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_ANALYTICS_K:
+        raise InvalidInputError(f"k must be an integer between 1 and {MAX_ANALYTICS_K}, got {k!r}")
 
 
 def _check_threshold(threshold: float) -> None:
@@ -88,23 +91,10 @@ def _check_threshold(threshold: float) -> None:
         )
 
 
-def _server_message(exc: psycopg.Error) -> str:
-    diag = exc.diag.message_primary
-    return diag if diag else str(exc)
-
-
 def _rows(conn: Connection, query: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-    try:
-        yield from conn.execute(query, params).fetchall()
-    except psycopg.errors.UndefinedObject as exc:
-        raise CollectionNotFoundError(_server_message(exc)) from None
-    except psycopg.errors.ObjectNotInPrerequisiteState as exc:
-        # The reference collection has no embeddings yet.
-        raise InvalidInputError(_server_message(exc)) from None
-    except psycopg.errors.InvalidParameterValue as exc:
-        raise InvalidInputError(_server_message(exc)) from None
-    except psycopg.errors.DataException as exc:
-        raise ModelMismatchError(_server_message(exc)) from None
+    with server_errors():
+        rows = conn.execute(query, params).fetchall()
+    yield from rows
 
 
 def near_duplicates(
@@ -125,7 +115,7 @@ def near_duplicates(
         DuplicatePair(str(a), str(b), float(s))
         for a, b, s in _rows(
             conn,
-            "SELECT a, b, similarity FROM embedplat.near_duplicates(%s, %s::real, %s)",
+            "SELECT a, b, similarity FROM embedplat.near_duplicates(%s, %s::float8, %s)",
             (collection, threshold, k),
         )
     ]
@@ -148,7 +138,7 @@ def duplicate_groups(
         DuplicateGroupMember(int(g), str(i), bool(keep))
         for g, i, keep in _rows(
             conn,
-            "SELECT group_id, id, keeper FROM embedplat.duplicate_groups(%s, %s::real, %s)",
+            "SELECT group_id, id, keeper FROM embedplat.duplicate_groups(%s, %s::float8, %s)",
             (collection, threshold, k),
         )
     ]

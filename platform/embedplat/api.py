@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Unpack
 
 import numpy as np
 import psycopg
@@ -27,13 +27,15 @@ from embedplat.db import migrate
 from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
 from embedplat.embedders import Embedder, load_embedder
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, SchemaNotReadyError
-from embedplat.filters import validate_filter
 from embedplat.indexes import IndexReport, drop_collection_indexes
 from embedplat.indexes import build_index as _build_index
 from embedplat.ingest import RecordInput, records_from_dicts
 from embedplat.search import (
+    DEFAULT_K,
     HybridHit,
     SearchHit,
+    SearchKwargs,
+    SearchOptions,
     check_query_model,
     hybrid_search_vector,
     search_vector,
@@ -251,140 +253,72 @@ class Platform:
         self,
         collection: str,
         query: str | Sequence[float] | np.ndarray,
-        k: int = 10,
+        k: int = DEFAULT_K,
         filter: Mapping[str, Any] | None = None,
-        *,
-        hybrid: bool = False,
-        min_similarity: float | None = None,
-        per_record: bool = True,
-        ef_search: int | None = None,
-        probes: int | None = None,
-        vector_weight: float = 1.0,
-        text_weight: float = 1.0,
-        rrf_k: int = 60,
+        **options: Unpack[SearchKwargs],
     ) -> list[SearchHit]:
         """The ``k`` records nearest to ``query`` (a text, or a vector of the collection's model).
 
-        ``filter`` follows the filter language (docs/filters.md). ``hybrid=True`` (text queries
+        ``filter`` follows the filter language (docs/filters.md). The keyword ``options`` are
+        the fields of :class:`~embedplat.search.SearchOptions`: ``hybrid=True`` (text queries
         only) fuses full-text and vector ranks (:class:`HybridHit` results, see
         ``embedplat.hybrid_search``); ``min_similarity`` and ``per_record`` apply to vector
-        search. ``ef_search`` / ``probes`` set the index's query-time knobs for this call only.
+        search, ``vector_weight`` / ``text_weight`` / ``rrf_k`` to hybrid search;
+        ``ef_search`` / ``probes`` set the index's query-time knobs for this call only.
         """
+        opts = SearchOptions(k=k, filter=filter, **options)
         if isinstance(query, str):
-            return self.search_many(
-                collection,
-                [query],
-                k=k,
-                filter=filter,
-                hybrid=hybrid,
-                min_similarity=min_similarity,
-                per_record=per_record,
-                ef_search=ef_search,
-                probes=probes,
-                vector_weight=vector_weight,
-                text_weight=text_weight,
-                rrf_k=rrf_k,
-            )[0]
-        if hybrid:
+            return self.search_with(collection, [query], opts)[0]
+        if opts.hybrid:
             raise InvalidInputError("hybrid search needs a query text (it searches words too)")
         with self.connection() as conn:
-            return search_vector(
-                conn,
-                collection,
-                query,
-                k=k,
-                filter=filter,
-                min_similarity=min_similarity,
-                per_record=per_record,
-                ef_search=ef_search,
-                probes=probes,
-            )
+            return search_vector(conn, collection, query, opts)
 
     def search_many(
         self,
         collection: str,
         queries: Sequence[str],
-        k: int = 10,
+        k: int = DEFAULT_K,
         filter: Mapping[str, Any] | None = None,
-        *,
-        hybrid: bool = False,
-        min_similarity: float | None = None,
-        per_record: bool = True,
-        ef_search: int | None = None,
-        probes: int | None = None,
-        vector_weight: float = 1.0,
-        text_weight: float = 1.0,
-        rrf_k: int = 60,
+        **options: Unpack[SearchKwargs],
     ) -> list[list[SearchHit]]:
         """Search several query texts, embedding them in one model call (options as in search)."""
-        filter = validate_filter(filter)
+        return self.search_with(collection, queries, SearchOptions(k=k, filter=filter, **options))
+
+    def search_with(
+        self, collection: str, queries: Sequence[str], options: SearchOptions
+    ) -> list[list[SearchHit]]:
+        """Search several query texts with one :class:`~embedplat.search.SearchOptions`."""
         vectors = self._embed_queries(collection, queries)
         results: list[list[SearchHit]] = []
         with self.connection() as conn:
             for text, vector in zip(queries, vectors, strict=True):
-                if hybrid:
+                if options.hybrid:
                     results.append(
-                        list(
-                            hybrid_search_vector(
-                                conn,
-                                collection,
-                                text,
-                                vector,
-                                k=k,
-                                filter=filter,
-                                vector_weight=vector_weight,
-                                text_weight=text_weight,
-                                rrf_k=rrf_k,
-                                ef_search=ef_search,
-                                probes=probes,
-                            )
-                        )
+                        list(hybrid_search_vector(conn, collection, text, vector, options))
                     )
                 else:
-                    results.append(
-                        search_vector(
-                            conn,
-                            collection,
-                            vector,
-                            k=k,
-                            filter=filter,
-                            min_similarity=min_similarity,
-                            per_record=per_record,
-                            ef_search=ef_search,
-                            probes=probes,
-                        )
-                    )
+                    results.append(search_vector(conn, collection, vector, options))
         return results
 
     def hybrid_search(
         self,
         collection: str,
         query: str,
-        k: int = 10,
+        k: int = DEFAULT_K,
         filter: Mapping[str, Any] | None = None,
-        *,
-        vector_weight: float = 1.0,
-        text_weight: float = 1.0,
-        rrf_k: int = 60,
-        ef_search: int | None = None,
-        probes: int | None = None,
+        **options: Unpack[SearchKwargs],
     ) -> list[HybridHit]:
-        """Full-text and vector search fused by reciprocal rank fusion (typed :class:`HybridHit`)."""
+        """Full-text and vector search fused by reciprocal rank fusion (typed :class:`HybridHit`).
+
+        Options as in :meth:`search` (``vector_weight``, ``text_weight``, ``rrf_k``,
+        ``ef_search``, ``probes`` apply).
+        """
+        options["hybrid"] = True
+        opts = SearchOptions(k=k, filter=filter, **options)
         vector = self._embed_queries(collection, [query])[0]
         with self.connection() as conn:
-            return hybrid_search_vector(
-                conn,
-                collection,
-                query,
-                vector,
-                k=k,
-                filter=filter,
-                vector_weight=vector_weight,
-                text_weight=text_weight,
-                rrf_k=rrf_k,
-                ef_search=ef_search,
-                probes=probes,
-            )
+            return hybrid_search_vector(conn, collection, query, vector, opts)
 
     def _embed_queries(self, collection: str, queries: Sequence[str]) -> np.ndarray:
         """Embed query texts with ``collection``'s model, refused if it no longer matches the
@@ -400,23 +334,16 @@ class Platform:
         self,
         collection: str,
         external_id: str,
-        k: int = 10,
+        k: int = DEFAULT_K,
         filter: Mapping[str, Any] | None = None,
         *,
         ef_search: int | None = None,
         probes: int | None = None,
     ) -> list[SearchHit]:
         """More like this: the ``k`` records nearest to record ``external_id`` (not itself)."""
+        opts = SearchOptions(k=k, filter=filter, ef_search=ef_search, probes=probes)
         with self.connection() as conn:
-            return similar_records(
-                conn,
-                collection,
-                external_id,
-                k=k,
-                filter=filter,
-                ef_search=ef_search,
-                probes=probes,
-            )
+            return similar_records(conn, collection, external_id, opts)
 
     # -- index ------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -72,3 +74,54 @@ class ModelMismatchError(ModelError):
 
 class FilterError(InvalidInputError):
     """A metadata filter does not follow the filter language."""
+
+
+# -- server errors ------------------------------------------------------------------------------
+
+# What embedplat's SQL functions raise (docs/sql.md), by SQLSTATE, as the error to raise in
+# Python. 22023 (invalid_parameter_value) is a FilterError when the message says so.
+SQLSTATE_ERRORS: dict[str, type[EmbedplatError]] = {
+    "42704": CollectionNotFoundError,  # undefined_object: unknown collection
+    "P0002": RecordNotFoundError,  # no_data_found: unknown record
+    "22023": InvalidInputError,  # invalid_parameter_value: an argument out of range
+    "22004": InvalidInputError,  # null_value_not_allowed: a missing argument
+    "55000": InvalidInputError,  # object_not_in_prerequisite_state: nothing embedded yet
+    "22000": ModelMismatchError,  # data_exception: a vector of another model's dimension
+}
+
+_FILTER_MESSAGE_PREFIX = "embedplat filter"
+
+
+def server_message(exc: BaseException) -> str:
+    """The primary message the server sent with ``exc`` (a psycopg error), else ``str(exc)``."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return str(primary) if primary else str(exc)
+
+
+def from_server_error(exc: BaseException) -> EmbedplatError | None:
+    """The embedplat error for a server error raised by embedplat's SQL functions, or None
+    when its SQLSTATE is not one of :data:`SQLSTATE_ERRORS`."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    kind = SQLSTATE_ERRORS.get(sqlstate) if isinstance(sqlstate, str) else None
+    if kind is None:
+        return None
+    message = server_message(exc)
+    if kind is InvalidInputError and message.startswith(_FILTER_MESSAGE_PREFIX):
+        kind = FilterError
+    return kind(message)
+
+
+@contextmanager
+def server_errors() -> Iterator[None]:
+    """Turn the server errors of :data:`SQLSTATE_ERRORS` raised inside into embedplat errors
+    (the connection is left as the failed statement left it: roll back before reusing it)."""
+    import psycopg  # here, not at import time: this module is imported everywhere
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        error = from_server_error(exc)
+        if error is None:
+            raise
+        raise error from None

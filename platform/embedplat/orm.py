@@ -20,7 +20,13 @@ typed results with :meth:`SearchHit.from_row` / :meth:`HybridHit.from_row`. Ever
 bound parameter; filters are validated in Python first (:mod:`embedplat.filters`).
 
 Other set-returning functions of schema ``embedplat`` (near-duplicates, anomaly scores, ...)
-follow one pattern — declare their columns once and wrap :func:`table_function`::
+follow one pattern — declare their columns once and wrap :func:`table_function` (Python floats
+are sent as double precision, which ``embedplat.near_duplicates`` takes)::
+
+    from sqlalchemy import Float, Text, select
+    from sqlalchemy.sql.selectable import TableValuedAlias
+
+    from embedplat.orm import table_function
 
     NEAR_DUPLICATE_COLUMNS = (("a", Text()), ("b", Text()), ("similarity", Float()))
 
@@ -29,6 +35,9 @@ follow one pattern — declare their columns once and wrap :func:`table_function
             "near_duplicates", collection, threshold, k,
             columns=NEAR_DUPLICATE_COLUMNS, alias="near_duplicates",
         )
+
+    pairs = near_duplicates_fn("docs", 0.9)
+    rows = session.execute(select(pairs.c.a, pairs.c.b, pairs.c.similarity)).all()
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ from sqlalchemy.types import TypeEngine
 from embedplat.db.vectors import vector_literal
 from embedplat.errors import InvalidInputError
 from embedplat.filters import validate_filter
-from embedplat.search import HybridHit, SearchHit
+from embedplat.search import DEFAULT_K, DEFAULT_RRF_K, HybridHit, SearchHit
 
 __all__ = [
     "HYBRID_COLUMNS",
@@ -104,7 +113,7 @@ def table_function(
 def search_fn(
     collection: str,
     query: Sequence[float] | np.ndarray,
-    k: int = 10,
+    k: int = DEFAULT_K,
     *,
     filter: Mapping[str, Any] | None = None,
     min_similarity: float | None = None,
@@ -133,12 +142,12 @@ def hybrid_search_fn(
     collection: str,
     query_text: str | None,
     query: Sequence[float] | np.ndarray | None,
-    k: int = 10,
+    k: int = DEFAULT_K,
     *,
     filter: Mapping[str, Any] | None = None,
     vector_weight: float = 1.0,
     text_weight: float = 1.0,
-    rrf_k: int = 60,
+    rrf_k: int = DEFAULT_RRF_K,
     ef_search: int | None = None,
     probes: int | None = None,
     alias: str = "hybrid_hits",
@@ -164,7 +173,7 @@ def hybrid_search_fn(
 def similar_fn(
     collection: str,
     external_id: str,
-    k: int = 10,
+    k: int = DEFAULT_K,
     *,
     filter: Mapping[str, Any] | None = None,
     ef_search: int | None = None,

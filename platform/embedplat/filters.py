@@ -1,7 +1,7 @@
-"""The metadata filter language, on the Python side.
+"""The metadata filter language, on the Python side: validation only.
 
-One language for SQL (``embedplat.metadata_matches``), Python and the CLI (``--filter``);
-``docs/filters.md`` is the reference. A filter is a JSON object whose entries must all hold::
+One language for SQL, Python and the CLI (``--filter``); ``docs/filters.md`` is the reference.
+A filter is a JSON object whose entries must all hold::
 
     {"topic": "sport"}                       plain value: jsonb containment at that key
     {"author.name": "Ada"}                   dotted keys walk into nested objects / array indexes
@@ -9,16 +9,15 @@ One language for SQL (``embedplat.metadata_matches``), Python and the CLI (``--f
     {"$or": [{"lang": "en"}, {"lang": "fr"}]}, {"$and": [...]}, {"$not": {...}}
 
 :func:`validate_filter` gives the same verdict as the database, with a message that says where
-the problem is, so bad filters fail before any query runs. :func:`matches` evaluates a filter
-in Python with the database's semantics (except string ordering: Python compares code points,
-the database its collation); tests check both agree.
+the problem is, so bad filters fail before any query runs. Filters are evaluated only by the
+database: ``embedplat.compile_filter`` (``sql/filters.v2.sql``) is the language's one executable
+definition, which the search functions and ``embedplat.metadata_matches`` run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +27,6 @@ __all__ = [
     "COMPARISON_OPERATORS",
     "FIELD_OPERATORS",
     "LOGICAL_OPERATORS",
-    "matches",
     "parse_filter",
     "validate_filter",
 ]
@@ -64,12 +62,6 @@ def validate_filter(filter: Any) -> dict[str, Any]:
     _check(filter, "filter", 0)
     plain: dict[str, Any] = json.loads(_dumps(filter))
     return plain
-
-
-def matches(metadata: Mapping[str, Any] | None, filter: Mapping[str, Any] | None) -> bool:
-    """Whether ``metadata`` satisfies ``filter`` (validated first)."""
-    checked = validate_filter(filter)
-    return _matches(metadata, checked)
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -154,124 +146,5 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# -- evaluation (mirrors sql/filters.v1.sql) ---------------------------------------------------
-
-_MISSING = object()
-# What PostgreSQL's #> accepts as an array index (strtol: blanks, a sign, digits).
-_ARRAY_INDEX = re.compile(r"\A[ \t\n\r\f\v]*[+-]?[0-9]+\Z")
-
-
-def _matches(metadata: Any, filter: Mapping[str, Any]) -> bool:
-    result = True
-    for key, value in filter.items():
-        if key == "$and":
-            result = all([_matches(metadata, item) for item in value]) and result
-        elif key == "$or":
-            result = any([_matches(metadata, item) for item in value]) and result
-        elif key == "$not":
-            result = (not _matches(metadata, value)) and result
-        else:
-            target = _lookup(metadata, _path(key))
-            if isinstance(value, Mapping) and value and all(k.startswith("$") for k in value):
-                for op, arg in value.items():
-                    result = _apply(target, op, arg) and result
-            else:
-                result = (target is not _MISSING and _contains(target, value)) and result
-    return result
-
-
-def _lookup(metadata: Any, path: list[str]) -> Any:
-    """``metadata #> path``: object keys, or integer indexes into arrays (negative from the end)."""
-    node = metadata
-    if node is None:
-        return _MISSING
-    for part in path:
-        if isinstance(node, Mapping):
-            if part not in node:
-                return _MISSING
-            node = node[part]
-        elif isinstance(node, list):
-            if not _ARRAY_INDEX.match(part):
-                return _MISSING
-            index = int(part)
-            if not -len(node) <= index < len(node):
-                return _MISSING
-            node = node[index]
-        else:
-            return _MISSING
-    return node
-
-
-def _apply(target: Any, op: str, arg: Any) -> bool:
-    present = target is not _MISSING
-    if op == "$eq":
-        return present and _equal(target, arg)
-    if op == "$ne":
-        return not (present and _equal(target, arg))
-    if op in COMPARISON_OPERATORS:
-        if not present or _json_type(target) != _json_type(arg):
-            return False
-        if op == "$gt":
-            return bool(target > arg)
-        if op == "$gte":
-            return bool(target >= arg)
-        if op == "$lt":
-            return bool(target < arg)
-        return bool(target <= arg)
-    if op in ("$in", "$nin"):
-        found = present and (
-            any(_equal(target, x) for x in arg)
-            or (isinstance(target, list) and any(_equal(t, x) for t in target for x in arg))
-        )
-        return found if op == "$in" else not found
-    if op == "$exists":
-        return present is bool(arg)
-    raise FilterError(f"unknown operator {op!r}")  # unreachable after validation
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    """jsonb equality: same JSON type and value (1 == 1.0, but true != 1)."""
-    kind = _json_type(a)
-    if kind != _json_type(b):
-        return False
-    if kind == "array":
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    if kind == "object":
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    return bool(a == b)
-
-
-def _contains(a: Any, b: Any) -> bool:
-    """jsonb ``@>`` between nested values: a scalar matches only an equal scalar."""
-    kind = _json_type(b)
-    if kind != _json_type(a):
-        return False
-    if kind == "object":
-        return all(k in a and _contains(a[k], v) for k, v in b.items())
-    if kind == "array":
-        for item in b:
-            if _json_type(item) in ("array", "object"):
-                if not any(_contains(x, item) for x in a):
-                    return False
-            elif not any(_equal(x, item) for x in a):
-                return False
-        return True
-    return _equal(a, b)

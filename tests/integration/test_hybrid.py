@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,8 @@ from embedplat.db.vectors import vector_literal
 from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import InvalidInputError
 from embedplat.search import HybridHit, hybrid_search_vector, search_vector
+from tests.filter_oracle import matches
+from tests.fix_cli import _env, run
 
 from .real_corpus import MODEL, exact_search, real_docs_collection
 from .search_helpers import hash_collection, plans
@@ -233,6 +232,28 @@ def test_web_search_syntax_and_plain_words(platform: Platform, db_url: str) -> N
         assert [h.id for h in hits][:1] == ["p1"] and all(h.vector_rank is None for h in hits)
 
 
+def test_stop_word_queries_send_no_notice(platform: Platform, db_url: str) -> None:
+    """A query of only stop words is a normal case (vector list only): no NOTICE reaches the
+    client, while the client's own notices still do."""
+    _hash_docs(platform, db_url)
+    vector = vector_literal(HashEmbedder(64).embed(["tomato"])[0])
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        assert conn.execute("SHOW client_min_messages").fetchone() == ("notice",)
+        for text in ("the of and", "-the", '"and or"', "of"):
+            rows = conn.execute(
+                "SELECT id, text_rank FROM embedplat.hybrid_search('docs', %s, %s::vector, 3)",
+                (text, vector),
+            ).fetchall()
+            assert len(rows) == 3 and all(r[1] is None for r in rows), text
+        assert notices == []
+        # The function's setting does not outlive it: the session still gets notices.
+        assert conn.execute("SHOW client_min_messages").fetchone() == ("notice",)
+        conn.execute("SELECT websearch_to_tsquery('english', 'the of')")
+        assert len(notices) == 1 and "stop words" in notices[0]
+
+
 def test_plain_words_rank_by_idf(platform: Platform, db_url: str) -> None:
     """A rare word outweighs a common one, however often the common one occurs."""
     rows = [{"id": "rare", "text": "a short note on zeppelin design"}] + [
@@ -256,8 +277,6 @@ def test_filter_applies_to_both_lists(platform: Platform, db_url: str) -> None:
     with platform.connection() as conn:
         for filter_ in ({"lang": "en"}, {"n": {"$gte": 2, "$lt": 12}}, {"$not": {"lang": "en"}}):
             hits = hybrid_search_vector(conn, "docs", "tomato sauce", vector, k=50, filter=filter_)
-            from embedplat.filters import matches
-
             assert hits and all(matches(h.metadata, filter_) for h in hits)
             both = [h for h in hits if h.text_rank is not None]
             assert all(matches(h.metadata, filter_) for h in both)
@@ -322,13 +341,9 @@ def test_cli_and_python_hybrid(platform: Platform, db_url: str, tmp_path: Path) 
     _hash_docs(platform, db_url)
     hits = platform.search("docs", "tomato sauce", k=3, hybrid=True, filter={"lang": "en"})
     assert hits and all(isinstance(h, HybridHit) for h in hits) and hits[0].id == "p1"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDPLAT_")}
-    env.update(EMBEDPLAT_DATABASE_URL=db_url, EMBEDPLAT_HOME=str(tmp_path / "home"))
-    proc = subprocess.run(
+    env = _env(EMBEDPLAT_DATABASE_URL=db_url, EMBEDPLAT_HOME=str(tmp_path / "home"))
+    proc = run(
         [
-            sys.executable,
-            "-m",
-            "embedplat.cli",
             "search",
             "docs",
             "tomato",
@@ -340,31 +355,12 @@ def test_cli_and_python_hybrid(platform: Platform, db_url: str, tmp_path: Path) 
             '{"lang": {"$in": ["en"]}}',
             "--json",
         ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        env,
     )
-    assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     assert result["hits"][0]["id"] == "p1"
-    assert {"vector_rank", "text_rank", "similarity"} <= set(result["hits"][0])
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "embedplat.cli",
-            "search",
-            "docs",
-            "x",
-            "--filter",
-            '{"a": {"$gte": []}}',
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    assert {"vector_rank", "text_rank", "similarity", "score"} <= set(result["hits"][0])
+    bad = run(["search", "docs", "x", "--filter", '{"a": {"$gte": []}}'], env, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: filter.a: $gte needs a number")
 
 

@@ -38,15 +38,21 @@ def corpus(platform: Platform, db_url: str) -> list[dict[str, object]]:
     return rows
 
 
-def _exact(
-    rows: list[dict[str, object]], query: np.ndarray, k: int, keep=lambda r: True
-) -> list[str]:
-    embedder = HashEmbedder(64)
-    kept = [r for r in rows if keep(r)]
-    vectors = embedder.embed([str(r["text"]) for r in kept])
-    sims = vectors @ query
-    order = np.argsort(-sims, kind="stable")[:k]
-    return [str(kept[i]["id"]) for i in order], sims[order]
+def _similarities(rows: list[dict[str, object]], query: np.ndarray) -> dict[str, float]:
+    """Every record's exact cosine similarity to ``query`` (one chunk per record here)."""
+    vectors = HashEmbedder(64).embed([str(r["text"]) for r in rows])
+    return {str(r["id"]): float(s) for r, s in zip(rows, vectors @ query, strict=True)}
+
+
+def _assert_exact_top_k(hits, sims: dict[str, float], k: int) -> None:
+    """``hits`` are an exact top ``k`` of ``sims`` in order: their scores are the ``k`` best
+    similarities, best first, and each hit's score is its own record's similarity. (Records
+    of equal similarity may come in either order, hence no comparison of id lists.)"""
+    best = sorted(sims.values(), reverse=True)[:k]
+    assert [round(h.score, 4) for h in hits] == [round(s, 4) for s in best]
+    assert len({h.id for h in hits}) == len(hits) == k
+    for hit in hits:
+        assert abs(hit.score - sims[hit.id]) < 1e-4, hit.id
 
 
 def test_results_match_exact_numpy_search(platform: Platform, db_url: str, corpus) -> None:
@@ -54,21 +60,16 @@ def test_results_match_exact_numpy_search(platform: Platform, db_url: str, corpu
     with platform.connection() as conn:
         conn.execute("SET hnsw.ef_search = 400")  # small set: make the ANN scan exhaustive
         hits = search_vector(conn, "docs", query, k=10)
-    expected_ids, expected_sims = _exact(corpus, query, 10)
-    assert [round(h.score, 4) for h in hits] == [round(float(s), 4) for s in expected_sims]
-    # Ties aside, the same records in the same order.
-    assert {h.id for h in hits if h.score > expected_sims[-1] + 1e-5} <= set(expected_ids)
+    _assert_exact_top_k(hits, _similarities(corpus, query), 10)
 
 
 def test_search_uses_the_hnsw_index(platform: Platform, db_url: str, corpus) -> None:
     query = vector_literal(HashEmbedder(64).embed(["apple"])[0])
     plan = plans(
-        db_url,
-        "SELECT * FROM embedplat.search('docs', %s::vector, 5, '{}'::jsonb)",
-        (query,),
-        settings={"enable_seqscan": "on", "client_min_messages": "log"},
+        db_url, "SELECT * FROM embedplat.search('docs', %s::vector, 5, '{}'::jsonb)", (query,)
     )
-    assert "ix_embeddings_ann_c1_m1" in plan, plan
+    assert "Index Scan using ix_embeddings_ann_c1_m1" in plan, plan
+    assert "Seq Scan on embeddings" not in plan, plan
 
 
 @pytest.mark.parametrize(
@@ -140,10 +141,18 @@ def test_search_setting_does_not_leak_to_the_connection(platform: Platform, corp
 
 
 def test_sql_search_directly(db_url: str, corpus) -> None:
-    query = vector_literal(HashEmbedder(64).embed(["island jungle"])[0])
+    embedder = HashEmbedder(64)
+    query = embedder.embed(["island jungle"])[0]
     with psycopg.connect(libpq_url(db_url)) as conn:
         rows = conn.execute(
-            "SELECT id, similarity FROM embedplat.search('docs', %s::vector, 3, %s::jsonb)",
-            (query, json.dumps({"even": False})),
+            "SELECT id, similarity, metadata FROM embedplat.search('docs', %s::vector, 3, %s::jsonb)",
+            (vector_literal(query), json.dumps({"even": False})),
         ).fetchall()
-    assert len(rows) == 3 and rows[0][1] >= rows[1][1] >= rows[2][1]
+    # The filter is applied: the three best among the odd records only.
+    odd = [r for r in corpus if not r["metadata"]["even"]]  # type: ignore[index]
+    assert len(rows) == 3 and all(r[2]["even"] is False for r in rows)
+    sims = _similarities(odd, query)
+    best = sorted(sims.values(), reverse=True)[:3]
+    assert [round(r[1], 4) for r in rows] == [round(s, 4) for s in best]
+    assert all(abs(r[1] - sims[r[0]]) < 1e-4 for r in rows)
+    assert max(_similarities(corpus, query).values()) > best[0]  # an even record was closer

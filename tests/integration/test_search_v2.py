@@ -19,9 +19,14 @@ from embedplat.db import migrate
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
 from embedplat.embedders.testing import HashEmbedder
-from embedplat.errors import FilterError, InvalidInputError, RecordNotFoundError
-from embedplat.filters import matches
+from embedplat.errors import (
+    CollectionNotFoundError,
+    FilterError,
+    InvalidInputError,
+    RecordNotFoundError,
+)
 from embedplat.search import search_vector, similar_records
+from tests.filter_oracle import matches
 
 from .real_corpus import MODEL, assert_same_ranking, exact_search, real_docs_collection
 from .search_helpers import WORDS, hash_collection, hash_sync, plans, word_rows
@@ -210,7 +215,9 @@ FILTERS: list[dict[str, Any]] = [
 ]
 
 
-def test_sql_and_python_agree_on_every_operator(db_url: str, hash_corpus) -> None:
+def test_metadata_matches_agrees_with_the_oracle_on_every_operator(
+    db_url: str, hash_corpus
+) -> None:
     metadata = {r["id"]: r["metadata"] for r in hash_corpus}
     with psycopg.connect(libpq_url(db_url)) as conn:
         for filter_ in FILTERS:
@@ -224,17 +231,20 @@ def test_sql_and_python_agree_on_every_operator(db_url: str, hash_corpus) -> Non
 
 
 def test_search_returns_every_match_for_every_operator(platform: Platform, hash_corpus) -> None:
-    """With k above the number of matches, a filtered search returns exactly the matches."""
+    """With k above the number of matches, a filtered search returns exactly the matches:
+    every filter, also those matching most of the 1,000 records ($ne, $nin, $exists: false)."""
     metadata = {r["id"]: r["metadata"] for r in hash_corpus}
     query = HashEmbedder(64).embed(["apple cherry"])[0]
+    sizes = []
     with platform.connection() as conn:
         for filter_ in FILTERS[1:]:
             want = {rid for rid, m in metadata.items() if matches(m, filter_)}
-            if len(want) > 300:
-                continue
-            hits = search_vector(conn, "docs", query, k=1000, filter=filter_)
+            sizes.append(len(want))
+            hits = search_vector(conn, "docs", query, k=len(metadata), filter=filter_)
             assert {h.id for h in hits} == want, filter_
             assert all(matches(h.metadata, filter_) for h in hits)
+    # Selective, broad and empty filters are all among them.
+    assert min(sizes) == 0 and max(sizes) > 900 and any(0 < n < 50 for n in sizes)
 
 
 _scalars = st.one_of(
@@ -281,7 +291,9 @@ _metadata = st.dictionaries(st.sampled_from(["a", "b", "c"]), _values, max_size=
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(metadata=_metadata, filter_=_filters)
-def test_sql_and_python_agree_on_random_filters(db_url: str, metadata, filter_) -> None:
+def test_metadata_matches_agrees_with_the_oracle_on_random_metadata(
+    db_url: str, metadata, filter_
+) -> None:
     with psycopg.connect(libpq_url(db_url)) as conn:
         row = conn.execute(
             "SELECT embedplat.metadata_matches(%s::jsonb, %s::jsonb), "
@@ -521,7 +533,7 @@ def test_hostile_collection_names_and_filter_keys_are_harmless(
                 assert all(h.id.startswith(name) for h in hits)
                 assert len(search_vector(conn, name, query, k=30, filter={key: 7})) == 1
             assert len(similar_records(conn, name, f"{name}-3", k=4)) == 4
-    with pytest.raises(Exception, match="no collection named"):
+    with pytest.raises(CollectionNotFoundError, match="no collection named"):
         platform.search("nope'; SELECT 1; --", query)
     with psycopg.connect(libpq_url(db_url)) as conn:
         assert conn.execute("SELECT count(*) FROM embedplat.records").fetchone() == (120,)

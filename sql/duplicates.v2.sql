@@ -4,7 +4,9 @@
 -- Version 2: `threshold` is double precision (v1: real). Drivers send floating-point
 -- parameters as double precision (psycopg, SQLAlchemy), which found no v1 function
 -- ("near_duplicates(character varying, double precision, integer) does not exist"); a real
--- argument still works (real converts implicitly to double precision). Otherwise as v1.
+-- argument still works (real converts implicitly to double precision). near_duplicates
+-- checks its arguments also on an empty collection (v1 could skip the check there).
+-- Otherwise as v1.
 --
 -- Exact duplicates (records of the collection with the same database-computed content_hash)
 -- are found without vectors, by grouping on the hash, and reported with similarity 1.
@@ -233,8 +235,12 @@ AS $fn$
                     THEN y.external_id ELSE x.external_id END AS b,
                p.similarity
         FROM embedplat.near_duplicate_record_pairs(collection, threshold, k) p
-        JOIN embedplat.records x ON x.id = p.record_a
-        JOIN embedplat.records y ON y.id = p.record_b
+        -- LATERAL + OFFSET 0: the pairs are always the outer side, so the function runs (and
+        -- checks its arguments) even where a hash join over no records would skip it.
+        CROSS JOIN LATERAL (SELECT r.external_id FROM embedplat.records r
+                            WHERE r.id = p.record_a OFFSET 0) x
+        CROSS JOIN LATERAL (SELECT r.external_id FROM embedplat.records r
+                            WHERE r.id = p.record_b OFFSET 0) y
     ) o
     ORDER BY o.similarity DESC, o.a COLLATE "C", o.b COLLATE "C"
 $fn$;

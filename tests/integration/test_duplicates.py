@@ -401,7 +401,7 @@ def test_cli_duplicates_json_lines(db_url: str, exact_set, tmp_path) -> None:
     assert all(set(line) == {"a", "b", "similarity"} for line in lines)
     out = run(["duplicates", "edges", "--threshold", "0.75", "--groups", "--json"], env).stdout
     groups = [json.loads(line) for line in out.splitlines()]
-    assert groups[0] == {"group": 1, "id": "anagram", "keeper": True}
+    assert groups[0] == {"group_id": 1, "group": 1, "id": "anagram", "keeper": True}
     assert {g["id"] for g in groups if g["group"] == 1} == {"anagram", "p1a", "p1b"}
     bad = run(["duplicates", "edges", "--threshold", "2"], env, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: threshold must be")

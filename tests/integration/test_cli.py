@@ -84,7 +84,11 @@ def test_collections_and_ingest_json(url_env: dict[str, str], tmp_path: Path) ->
         "failed": 0,
     }
     refused = run(["collection", "drop", "c1"], url_env, check=False)
-    assert refused.returncode == 2
+    assert refused.returncode == 2  # a usage error: the confirmation is missing
+    assert refused.stderr.splitlines() == [
+        "error: dropping 'c1' deletes all its records and embeddings; repeat with --yes to confirm",
+        "Try 'embedplat collection drop --help' for help.",
+    ]
     run(["collection", "drop", "c1", "--yes"], url_env)
     assert json.loads(run(["status", "--json"], url_env).stdout) == {"collections": []}
 
@@ -179,3 +183,56 @@ def test_whole_job_on_the_embedded_default_with_the_real_model(tmp_path: Path) -
     finally:
         run(["db", "stop"], env, check=False)
     assert json.loads(run(["db", "status", "--json"], env).stdout)["running"] is False
+
+
+def test_ingest_a_folder_lists_what_it_skips(url_env: dict[str, str], tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    (notes / "guides").mkdir(parents=True)
+    (notes / ".git").mkdir()
+    (notes / "a.md").write_text("# Alpha\n\nThe first note.\n")
+    (notes / "guides" / "b.rst").write_text("Bravo\n=====\n\nThe second note.\n")
+    (notes / "c.txt").write_text("Charlie, the third note.\n")
+    (notes / "photo.png").write_bytes(b"\x89PNG")
+    (notes / ".draft.md").write_text("# not yet\n")
+    (notes / ".git" / "HEAD.md").write_text("# hidden folder\n")
+
+    result = json.loads(run(["ingest", "notes", str(notes), "--json"], url_env).stdout)
+    assert (result["inserted"], result["rejected"]) == (3, 0)
+    assert result["skipped"] == [
+        {"path": str(notes / ".draft.md"), "reason": "hidden file"},
+        {"path": str(notes / ".git"), "reason": "hidden folder"},
+        {
+            "path": str(notes / "photo.png"),
+            "reason": "not a text file (reads .txt, .md, .markdown, .rst)",
+        },
+    ]
+    exported = [json.loads(line) for line in run(["export", "notes"], url_env).stdout.splitlines()]
+    assert {r["id"]: r["metadata"] for r in exported} == {
+        "a.md": {"path": "a.md", "title": "Alpha"},
+        "c.txt": {"path": "c.txt", "title": "Charlie, the third note."},
+        "guides/b.rst": {"path": "guides/b.rst", "title": "Bravo"},
+    }
+
+    text = run(["ingest", "notes", str(notes)], url_env)
+    assert text.stdout.strip() == (
+        "notes: 0 inserted, 0 updated, 0 metadata-only, 3 unchanged, 0 rejected, 3 files skipped"
+    )
+    assert text.stderr.splitlines() == [
+        f"  skipped {notes / '.draft.md'}: hidden file",
+        f"  skipped {notes / '.git'}: hidden folder",
+        f"  skipped {notes / 'photo.png'}: not a text file (reads .txt, .md, .markdown, .rst)",
+    ]
+
+
+def test_sync_of_every_collection_exits_1_naming_the_one_that_failed(
+    url_env: dict[str, str],
+) -> None:
+    run(["collection", "create", "broken", "--model", "no-such-model-anywhere"], url_env)
+    run(["ingest", "broken", "-"], url_env, stdin='{"id": "a", "text": "one"}\n')
+    proc = run(["sync", "--json"], url_env, check=False)
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert [f["collection"] for f in report["failed_collections"]] == ["broken"]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: sync failed for 1 collection(s): broken: ")
+    assert "Traceback" not in proc.stderr

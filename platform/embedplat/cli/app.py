@@ -17,6 +17,7 @@ Exit status of every command (docs/cli.md, "Exit status"):
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -74,6 +75,7 @@ collection_app = typer.Typer(
     help="Create, list and drop collections.", no_args_is_help=True, rich_markup_mode=None
 )
 
+_QUIET = logging.NullHandler()
 _DEVICE_HELP = "cpu, cuda, cuda:N (N a GPU number) or mps"
 
 
@@ -84,6 +86,13 @@ def _root(
     ] = False,
 ) -> None:
     """Keep embeddings inside PostgreSQL."""
+    if debug:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        # The library's warnings (a collection that failed in a sync of all) would reach
+        # stderr through logging's last-resort handler; the commands report them in their own
+        # output and exit status. Handlers of the root logger (Celery's) still receive them.
+        logging.getLogger("embedplat").addHandler(_QUIET)
 
 
 P = ParamSpec("P")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -23,10 +22,10 @@ from psycopg import sql
 
 from embedplat.config import Settings
 from embedplat.db import migrate
-from embedplat.db.connection import libpq_url
+from embedplat.db.connection import libpq_url, with_database
 
 # Shared fixtures live in fixture modules, loaded here for every test (psycopg's tests/fix_*.py).
-pytest_plugins = ["tests.fix_cli"]
+pytest_plugins = ["tests.fix_embedders", "tests.fix_cli", "tests.fix_workers"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -41,15 +40,6 @@ def _docker_answers() -> bool:
         return True
     except Exception:
         return False
-
-
-def _with_database(url: str, database: str) -> str:
-    base = libpq_url(url)
-    head, _, query = base.partition("?")
-    head = (
-        re.sub(r"/[^/]*$", f"/{database}", head) if head.count("/") >= 3 else f"{head}/{database}"
-    )
-    return head + (f"?{query}" if query else "")
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +77,7 @@ def template_db(pg_server: str) -> Iterator[str]:
                 sql.Identifier(name)
             )
         )
-    migrate.upgrade(_with_database(pg_server, name))
+    migrate.upgrade(with_database(pg_server, name))
     yield name
     with psycopg.connect(libpq_url(pg_server), autocommit=True) as conn:
         conn.execute(
@@ -104,7 +94,7 @@ def _fresh_database(pg_server: str, template: str) -> Iterator[str]:
             )
         )
     try:
-        yield _with_database(pg_server, name)
+        yield with_database(pg_server, name)
     finally:
         with psycopg.connect(libpq_url(pg_server), autocommit=True) as conn:
             conn.execute(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fix_embedders import plugin_env
+
 
 def run(
     args: list[str], env: dict[str, str], stdin: str | None = None, check: bool = True
@@ -32,9 +34,13 @@ def run(
 
 
 def _env(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``EMBEDPLAT_*`` setting, plus ``extra``."""
+    """This process's environment without any ``EMBEDPLAT_*`` setting, plus ``extra``.
+
+    The test embedders' plugin is always on, so ``test-hash-N`` models work in the CLI.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDPLAT_")}
     env["HF_HUB_OFFLINE"] = "1"
+    env.update(plugin_env())
     env.update(extra)
     return env
 

@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 
 from embedplat.db.connection import libpq_url
-from embedplat.embedders.testing import HashEmbedder
+from tests.fix_embedders import HashEmbedder
 
 
 def distinct_words(n: int, dimensions: int = 64) -> list[str]:

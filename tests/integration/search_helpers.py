@@ -11,8 +11,8 @@ import psycopg
 
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
-from embedplat.embedders.testing import HashEmbedder
 from embedplat.sync import SyncOptions, SyncReport, sync
+from tests.fix_embedders import HashEmbedder
 
 WORDS = [
     "apple",

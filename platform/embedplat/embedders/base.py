@@ -1,4 +1,18 @@
-"""The embedder protocol: the seam between the sync engine (or search) and any model."""
+"""The embedder protocol: the seam between the sync engine (or search) and any model.
+
+Anything with these six members is an embedder. To make one available by model name, register
+a provider (``match``: the names it serves, ``factory``: the embedder of one name)::
+
+    from embedplat.embedders import register_embedder_provider
+
+    register_embedder_provider("my-model-.*", lambda name, *, device, batch_size: MyModel(name))
+
+Names no provider matches go to sentence-transformers. Registration is per process: for the
+CLI and the Celery workers, put the registering module in ``EMBEDPLAT_PLUGINS`` (comma-separated
+module names, imported when the settings are read), e.g. ``EMBEDPLAT_PLUGINS=myapp.embedders``.
+The test suite registers its deterministic embedder this way
+(``tests/fix_embedders.py``).
+"""
 
 from __future__ import annotations
 

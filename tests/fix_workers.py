@@ -2,9 +2,11 @@
 
 Every test gets its own ``redis-server`` on a free port (so a test may restart it) and starts
 real worker / beat / listener processes with ``EMBEDPLAT_DATABASE_URL`` and
-``EMBEDPLAT_BROKER_URL`` pointing at its own database and broker. The worker-side test hooks
+``EMBEDPLAT_BROKER_URL`` pointing at its own database and broker. The processes load the test
+embedders through ``EMBEDPLAT_PLUGINS`` (:mod:`tests.fix_embedders`), whose
 ``EMBEDPLAT_TEST_EMBED_LOG`` and ``EMBEDPLAT_TEST_EMBED_DELAY`` make every model call slow and
-logged, so a test can kill a worker mid-batch and prove that no text was embedded twice.
+logged (:func:`observed`), so a test can kill a worker mid-batch and prove that no text was
+embedded twice. Loaded as a pytest plugin from ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,29 @@ import pytest
 from embedplat.config import Settings
 from embedplat.db.connection import libpq_url
 from embedplat.status import collection_status
+from tests.fix_embedders import (
+    EMBED_DELAY_VARIABLE,
+    EMBED_GATE_VARIABLE,
+    EMBED_LOG_VARIABLE,
+    plugin_env,
+)
+from tests.waiting import wait_for
+
+__all__ = [
+    "MODEL",
+    "Proc",
+    "RedisServer",
+    "Stack",
+    "chunk_texts",
+    "embeddings_count",
+    "free_port",
+    "leased_by",
+    "observed",
+    "paragraphs",
+    "stack_env",
+    "stale_total",
+    "wait_for",
+]
 
 MODEL = "test-hash-64"
 CELERY = Path(sys.executable).with_name("celery")
@@ -37,18 +61,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 class RedisServer:
@@ -87,7 +99,7 @@ class RedisServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for(self._answers, 20, f"redis-server on port {self.port}")
+        wait_for(self._answers, 120, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -128,7 +140,7 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def wait_for_log(self, needle: str, timeout: float = 60, count: int = 1) -> None:
+    def wait_for_log(self, needle: str, timeout: float = 300, count: int = 1) -> None:
         def seen() -> bool:
             if not self.alive():
                 pytest.fail(f"{self.name} exited ({self.popen.returncode}):\n{self.text()[-3000:]}")
@@ -229,8 +241,18 @@ def stack_env(db_url: str, broker_url: str, tmp: Path) -> dict[str, str]:
             "EMBEDPLAT_SWEEP_SECONDS": "0",
             "PYTHONUNBUFFERED": "1",
             "HF_HUB_OFFLINE": "1",
+            **plugin_env(),
         }
     )
+    return env
+
+
+def observed(log: Path, delay_s: float, gate: Path | None = None) -> dict[str, str]:
+    """Environment for a worker whose model calls sleep ``delay_s``, wait for the file ``gate``
+    (if given) and are logged to ``log``."""
+    env = {EMBED_LOG_VARIABLE: str(log), EMBED_DELAY_VARIABLE: str(delay_s)}
+    if gate is not None:
+        env[EMBED_GATE_VARIABLE] = str(gate)
     return env
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, OID, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA = "embedplat"
@@ -245,3 +245,47 @@ class EmbeddingJob(Base):
     leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     leased_by: Mapped[str | None] = mapped_column(Text, nullable=True)
     enqueued_at: Mapped[datetime] = _now()
+
+
+class Attachment(Base):
+    """An app table attached to a collection: triggers on the table keep its records in step.
+
+    Created and changed by ``embedplat.attach()`` / ``embedplat.detach()`` (sql/attach.v1.sql);
+    ``source_relid`` follows a rename of the table, ``source_schema``/``source_table`` are its
+    names when last attached (to report a table that was dropped).
+    """
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        CheckConstraint(
+            "backfill_phase IN ('forward', 'prune', 'done')", name="backfill_phase_known"
+        ),
+        CheckConstraint("cardinality(id_columns) >= 1", name="id_columns_present"),
+        CheckConstraint("cardinality(text_columns) >= 1", name="text_columns_present"),
+    )
+
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    source_relid: Mapped[int] = mapped_column(OID, nullable=False)
+    source_schema: Mapped[str] = mapped_column(Text, nullable=False)
+    source_table: Mapped[str] = mapped_column(Text, nullable=False)
+    # The record's key, text and metadata columns, by name, in order.
+    id_columns: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    text_columns: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    metadata_columns: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")
+    )
+    # A boolean column of the source: only rows where it is true have records.
+    filter_column: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # False once a trigger failed (last_error says why) until a full back-fill repaired it.
+    healthy: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Back-fill progress: 'forward' over the source by key, 'prune' over the records, 'done'.
+    backfill_phase: Mapped[str] = mapped_column(Text, nullable=False, server_default="forward")
+    backfill_cursor: Mapped[list[str] | None] = mapped_column(ARRAY(Text), nullable=True)
+    backfill_started_at: Mapped[datetime] = _now()
+    backfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()

@@ -25,7 +25,14 @@ def test_start_reuse_stop_restart_keeps_data(server: EmbeddedServer) -> None:
     assert server.status().running is False
     url = server.start()
     first_pid = server.status().pid
-    assert check_database(url) >= "0.8"
+    pgvector = check_database(url)
+    # Compared as numbers: as strings "0.10" < "0.8".
+    assert tuple(int(part) for part in pgvector.split(".")[:2]) >= (0, 8), pgvector
+    with psycopg.connect(url) as conn:
+        assert conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone() == (pgvector,)
+        assert conn.info.server_version >= 150000
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (v int)")
         conn.execute("INSERT INTO kept VALUES (42)")

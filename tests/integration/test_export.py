@@ -163,4 +163,8 @@ def test_cli_export(docs: Platform, db_url: str, tmp_path: Path) -> None:
     if importlib.util.find_spec("pyarrow") is not None:
         out = tmp_path / "r.parquet"
         run(["export", NAME, "--format", "parquet", "-o", str(out)], env)
-        assert out.stat().st_size > 0
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out)
+        assert table.column("id").to_pylist() == ["a", "b", "long"]
+        assert table.num_rows == 3

@@ -1,0 +1,51 @@
+"""The CLI's pieces that need no database: settings checks, the reconcile line, the exit rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedplat.cli.app import EXIT_USAGE, main, settings
+from embedplat.cli.sync import reconcile_line
+from embedplat.errors import ConfigurationError
+from embedplat.sync import ReconcileReport
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_accepted_devices(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDPLAT_DEVICE", device)
+    assert settings().device == device
+
+
+@pytest.mark.parametrize("device", ["tpu", "CUDA", "cuda:", "cuda:x", "cuda:-1", "gpu0"])
+def test_refused_devices_name_the_variable(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDPLAT_DEVICE", device)
+    with pytest.raises(ConfigurationError, match=f"EMBEDPLAT_DEVICE must be .*got {device!r}"):
+        settings()
+
+
+def test_reconcile_line_names_each_repair() -> None:
+    assert reconcile_line(ReconcileReport()) == "reconcile: no drift found"
+    report = ReconcileReport(records_rechunked=2, stale_vectors_removed=1, queue_hashes_fixed=3)
+    assert reconcile_line(report) == (
+        "reconcile: 2 records to re-chunk, 1 stale vector removed, 3 queue hashes fixed"
+    )
+
+
+def test_usage_error_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status", "--zzz"])
+    assert exit_info.value.code == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "error: No such option: --zzz",
+        "Try 'embedplat status --help' for help.",
+    ]
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sync", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--no-index  " in out and "<bool>" not in out

@@ -19,8 +19,7 @@ from embedplat.db.connection import libpq_url
 from embedplat.db.locks import LockKey
 from embedplat.errors import ModelError
 from embedplat.sync import SyncOptions, claim_chunks, hold_lease_liveness, sync
-from tests.conftest import REPO_ROOT
-from tests.fix_embedders import HashEmbedder, plugin_env
+from tests.fix_embedders import REPO_ROOT, HashEmbedder, plugin_env
 from tests.waiting import wait_for
 
 from .search_helpers import hash_sync, word_rows

@@ -12,8 +12,14 @@
   reference collection made of half the normal records (scoring the other half plus every
   anomaly), each next to an exact in-memory k-NN baseline on the same vectors.
 
-    python -m benchmarks.bench_analytics                 # everything
-    python -m benchmarks.bench_analytics --only duplicates --n 20000
+``--only scale`` runs the 100,000-chunk part (results ``duplicates`` and the ``scale`` part of
+``anomalies``), ``--only agnews`` the AG News quality part (the ``agnews`` part of
+``anomalies``); the other part of results/anomalies.json is kept with the date it was
+measured.
+
+    python -m benchmarks.bench_analytics                      # everything
+    python -m benchmarks.bench_analytics --only scale --n 20000
+    python -m benchmarks.bench_analytics --only agnews --agnews-limit 500
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from embedplat.api import Platform
 from embedplat.collections import get_collection
 from embedplat.db.connection import libpq_url
 from embedplat.embedders import load_embedder
-from embedplat.sync import SyncOptions, ensure_ann_index, sync
+from embedplat.indexes import ensure_ann_index
+from embedplat.sync import SyncOptions, sync
 
-from .common import RESULTS, fresh_database, require_data, server, settings, write_result
+from .common import fresh_database, require_data, server, settings, write_parts, write_result
 
 DIMS = 384
 THRESHOLD = 0.7  # the calibrated default of embedplat.near_duplicates
@@ -330,24 +337,25 @@ def bench_agnews(limit: int | None) -> dict[str, Any]:
     return out
 
 
-def _write_anomalies(scale: dict[str, Any] | None, quality: dict[str, Any] | None) -> None:
-    """Update results/anomalies.json, keeping the part this run did not measure."""
-    path = RESULTS / "anomalies.json"
-    previous: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    write_result(
-        "anomalies",
-        {
-            "scale": scale if scale is not None else previous.get("scale"),
-            "agnews": quality if quality is not None else previous.get("agnews"),
-        },
-    )
+def _write_anomalies(part: str, measured: dict[str, Any]) -> None:
+    """Update one part of results/anomalies.json, keeping the other with its own date."""
+    write_parts("anomalies", {part: measured}, ("scale", "agnews"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=100_000, help="chunks for the scale runs")
-    parser.add_argument("--only", choices=["scale", "agnews"], default=None)
-    parser.add_argument("--agnews-limit", type=int, default=None)
+    parser.add_argument(
+        "--only",
+        choices=["scale", "agnews"],
+        default=None,
+        help="scale: near-duplicates and anomaly speed at --n chunks; agnews: anomaly quality",
+    )
+    parser.add_argument(
+        "--agnews-limit", type=int, default=None, help="use only the first N AG News records"
+    )
     args = parser.parse_args()
     if args.only in (None, "scale"):
         duplicates, anomalies_scale = bench_scale(args.n)
@@ -355,11 +363,11 @@ def main() -> None:
         print(json.dumps(anomalies_scale, indent=2))
         write_result("duplicates", duplicates)
         # Written now, so a failure of the quality part loses nothing measured here.
-        _write_anomalies(anomalies_scale, None)
+        _write_anomalies("scale", anomalies_scale)
     if args.only in (None, "agnews"):
         quality = bench_agnews(args.agnews_limit)
         print(json.dumps(quality, indent=2))
-        _write_anomalies(None, quality)
+        _write_anomalies("agnews", quality)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@
 Hybrid vs. vector-only search on SciFact is measured by ``bench_retrieval`` (result
 ``hybrid_scifact``), over the corpus it embeds anyway.
 
-    python -m benchmarks.bench_search                  # 100,000 vectors
+    python -m benchmarks.bench_search                  # 100,000 vectors (search_latency)
+    python -m benchmarks.bench_search --isotropic      # the same, isotropic vectors
+                                                       # (search_latency_isotropic)
     python -m benchmarks.bench_search --vectors 5000   # a quick run
 """
 
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from embedplat.db.connection import libpq_url
 from embedplat.indexes import build_index
@@ -36,6 +39,9 @@ from embedplat.indexes import build_index
 from .common import fresh_database, latency_percentiles, server, write_result
 
 K = 10
+# hnsw.ef_search of the filtered search and of the bare index query: set explicitly (pgvector's
+# default is 40 too, but a server or collection setting could change the default).
+REFERENCE_EF_SEARCH = 40
 GOAL_RECALL = 0.95
 GOAL_P50_MS = 5.0
 
@@ -174,9 +180,13 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
     }
     with fresh_database(server_url) as db:
         with psycopg.connect(libpq_url(db), autocommit=True) as conn:
-            dbname = conn.info.dbname
-            conn.execute(f"ALTER DATABASE \"{dbname}\" SET maintenance_work_mem = '1GB'")
-            conn.execute(f'ALTER DATABASE "{dbname}" SET max_parallel_maintenance_workers = 1')
+            dbname = sql.Identifier(conn.info.dbname)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET maintenance_work_mem = '1GB'").format(dbname)
+            )
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET max_parallel_maintenance_workers = 1").format(dbname)
+            )
         start = time.perf_counter()
         load_synthetic(db, vectors, buckets)
         result["load_seconds"] = round(time.perf_counter() - start, 1)
@@ -185,10 +195,16 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
         result["index_build_seconds"] = round(report.seconds, 1)
         result["index_options"] = report.options
 
-        def run(sql: str, params: Any) -> tuple[list[list[int]], list[float]]:
+        def run(
+            sql: str, params: Any, ef_search: int | None = None
+        ) -> tuple[list[list[int]], list[float]]:
             ids: list[list[int]] = []
             times: list[float] = []
             with psycopg.connect(libpq_url(db), autocommit=True) as conn:
+                if ef_search is not None:  # for the session: the bare query sets nothing itself
+                    conn.execute(
+                        "SELECT set_config('hnsw.ef_search', %s, false)", (str(ef_search),)
+                    )
                 for q in queries[:50]:  # warm the cache and the prepared statement
                     conn.execute(sql, params(q)).fetchall()
                 for q in queries:
@@ -215,12 +231,14 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
         result["embedplat_search"] = runs
 
         ids, times = run(
-            "SELECT id FROM embedplat.search('bench', %s::vector, %s, '{\"bucket\": 0}')",
-            lambda q: (lit(q), K),
+            "SELECT id FROM embedplat.search('bench', %s::vector, %s, '{\"bucket\": 0}', "
+            "ef_search => %s)",
+            lambda q: (lit(q), K, REFERENCE_EF_SEARCH),
         )
         result["filtered_1_percent"] = {
             "filter": {"bucket": 0},
-            "ef_search": 40,
+            "ef_search": REFERENCE_EF_SEARCH,
+            "ef_search_set": True,
             "matching_records": len(rare),
             "rows_expected": min(K, len(rare)),
             "rows_returned_min": min(len(i) for i in ids),
@@ -233,16 +251,19 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
             model_id, cid = conn.execute(
                 "SELECT active_model_id, id FROM embedplat.collections WHERE name = 'bench'"
             ).fetchone()  # type: ignore[misc]
-        # The bare index query (what the function runs inside), for reference.
+        # The bare index query (what the function runs inside), for reference. The ids are
+        # numbers from the catalogue spliced in as literals, as embedplat.search does: the
+        # planner matches the partial index's predicate only against constants.
         raw_sql = (
             "SELECT r.external_id FROM (SELECT e.record_id FROM embedplat.embeddings e "
             f"WHERE e.collection_id = {int(cid)} AND e.model_id = {int(model_id)} "
             f"ORDER BY (e.embedding::vector({dims})) <=> %s::vector LIMIT %s) s "
             "JOIN embedplat.records r ON r.id = s.record_id"
         )
-        ids, times = run(raw_sql, lambda q: (lit(q), K))
+        ids, times = run(raw_sql, lambda q: (lit(q), K), ef_search=REFERENCE_EF_SEARCH)
         result["raw_pgvector_index_query"] = {
-            "ef_search": 40,
+            "ef_search": REFERENCE_EF_SEARCH,
+            "ef_search_set": True,
             "recall@10": _recall(ids, exact),
             **latency_percentiles(times),
         }

@@ -25,10 +25,12 @@ import psycopg
 from embedplat.api import Platform
 from embedplat.chunking import chunk_text
 from embedplat.db.connection import libpq_url
-from embedplat.embedders import HashEmbedder, load_embedder
-from embedplat.sync import SyncOptions, ann_index_name, sync
+from embedplat.embedders import load_embedder
+from embedplat.indexes import ann_index_name, ann_index_statement
+from embedplat.sync import SyncOptions, bind_model, sync
 
 from .common import fresh_database, require_data, server, settings, write_result
+from .hash_embedder import BenchHashEmbedder
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -149,6 +151,17 @@ def incremental(server_url: str, n_records: int) -> dict[str, Any]:
         edited = [{"id": r["id"], "text": _edit_one_paragraph(r["text"], rng)} for r in rows]
         platform.ingest("multi", edited)
         second = _sync(db, lambda name: embedder, "multi", build_index=False)
+        # No peer is run: a peer that re-embeds every chunk of a changed record would embed
+        # all chunks of the edited records, counted here after the edit.
+        with psycopg.connect(libpq_url(db)) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM embedplat.chunks ch "
+                "JOIN embedplat.records r ON r.id = ch.record_id "
+                "JOIN embedplat.collections c ON c.id = r.collection_id "
+                "WHERE c.name = 'multi' AND r.external_id = ANY(%s)",
+                ([r["id"] for r in edited],),
+            ).fetchone()
+        peer_computed = int(row[0]) if row else 0
     result = {
         "records": n_records,
         "chunks": first.chunks_embedded,
@@ -157,7 +170,8 @@ def incremental(server_url: str, n_records: int) -> dict[str, Any]:
         "chunks_reembedded": second.chunks_embedded,
         "reembedded_per_edit": round(second.chunks_embedded / n_records, 3),
         "goal_per_edit": 1.5,
-        "peer_behaviour_reembedded": first.chunks_embedded,
+        "peer_reembedded_computed": peer_computed,
+        "peer_reembedded_how": "computed: chunks of the edited records after the edit; no peer was run",
         "noop_chunks_embedded": noop.chunks_embedded,
         "noop_seconds": round(noop_seconds, 3),
     }
@@ -166,7 +180,7 @@ def incremental(server_url: str, n_records: int) -> dict[str, Any]:
 
 
 def noop(server_url: str, n_records: int) -> dict[str, Any]:
-    embedder = HashEmbedder(64)
+    embedder = BenchHashEmbedder(64)
     with fresh_database(server_url) as db, Platform(db, settings()) as platform:
         platform.create_collection("big", model=embedder.name)
         platform.ingest(
@@ -182,24 +196,28 @@ def noop(server_url: str, n_records: int) -> dict[str, Any]:
         )
         first_seconds = time.perf_counter() - start
         timings = []
+        reports = []
         for _ in range(3):
             start = time.perf_counter()
-            again = _sync(db, lambda name: embedder, "big", build_index=False)
+            reports.append(_sync(db, lambda name: embedder, "big", build_index=False))
             timings.append(time.perf_counter() - start)
-            assert again.chunks_embedded == 0 and again.records_chunked == 0
+    # What the no-op syncs did, as measured (the goal is 0 of each), not assumed.
+    embedded = [r.chunks_embedded for r in reports]
     result = {
         "records": n_records,
         "initial_sync_seconds_test_embedder": round(first_seconds, 1),
         "noop_sync_seconds": round(min(timings), 3),
         "noop_sync_seconds_all": [round(t, 3) for t in timings],
-        "noop_chunks_embedded": 0,
+        "noop_chunks_embedded": max(embedded),
+        "noop_chunks_embedded_all": embedded,
+        "noop_records_chunked_all": [r.records_chunked for r in reports],
     }
     print(result)
     return result
 
 
 def index_timing(server_url: str, n_records: int) -> dict[str, Any]:
-    embedder = HashEmbedder(384)
+    embedder = BenchHashEmbedder(384)
     rows = [
         {
             "id": f"r{i}",
@@ -214,14 +232,19 @@ def index_timing(server_url: str, n_records: int) -> dict[str, Any]:
             platform.ingest("idx", rows)
             if mode == "index_before_backfill":
                 # Register the model and create the index on the empty table first.
+                # The same index sync builds afterwards: its name and DDL from embedplat.indexes.
+                info = platform.collection("idx")
                 with psycopg.connect(libpq_url(db), autocommit=True) as conn:
-                    from embedplat.sync import bind_model
-
-                    model_id = bind_model(conn, platform.collection("idx"), embedder)
+                    model_id = bind_model(conn, info, embedder)
                     conn.execute(
-                        f"CREATE INDEX {ann_index_name(1, model_id)} ON embedplat.embeddings "
-                        f"USING hnsw ((embedding::vector(384)) vector_cosine_ops) "
-                        f"WHERE collection_id = 1 AND model_id = {model_id}"
+                        ann_index_statement(
+                            conn,
+                            ann_index_name(info.id, model_id),
+                            info.id,
+                            model_id,
+                            embedder.dimensions,
+                            info.index_options or {},
+                        )
                     )
             start = time.perf_counter()
             _sync(db, lambda name: embedder, "idx", batch_size=256, build_index=True)

@@ -8,15 +8,20 @@
   the last chunk's vector is stored. Each run uses a fresh database.
 * ``latency``: change → searchable through the NOTIFY path (trigger → listener → debounced
   task → worker → ``embedplat.search`` finds the record), with the periodic sweep disabled:
-  100 new records, one after another, p50/p95/max. Uses the deterministic test embedder
-  (``test-hash-64``): the model's own time is in the throughput figures, and the point here is
-  the wake-up path. Measured with the default debounce (0.5 s) and with 0.1 s.
+  100 new records, one after another, p50/p95/max. Uses a deterministic hash embedder
+  (``bench-hash-64``, benchmarks/hash_embedder.py): the model's own time is in the throughput
+  figures, and the point here is the wake-up path. Measured with the default debounce (0.5 s)
+  and with 0.1 s.
 
 A private redis-server is started on a free port; PostgreSQL is the benchmark embedded server
 (or ``EMBEDPLAT_BENCH_DATABASE_URL``).
 
-    python -m benchmarks.bench_workers                       # both, ~12 minutes on 2 cores
-    python -m benchmarks.bench_workers --only throughput --chunks 600
+Throughput reports min / median / max of ``--repeat`` (at least 3) interleaved runs per mode.
+Each part of results/workers.json carries its own date, so ``--only`` keeps the other part
+with the date it was measured.
+
+    python -m benchmarks.bench_workers                       # both, ~15 minutes on 2 cores
+    python -m benchmarks.bench_workers --only throughput --chunks 600 --repeat 3
     python -m benchmarks.bench_workers --only latency --changes 100
 """
 
@@ -44,13 +49,22 @@ from embedplat.api import Platform
 from embedplat.chunking import chunk_text
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
-from embedplat.embedders import HashEmbedder, load_embedder
+from embedplat.embedders import load_embedder
 from embedplat.sync import SyncOptions, sync
 
-from .common import WORK, fresh_database, require_data, server, settings, write_result
+from .common import (
+    WORK,
+    fresh_database,
+    measured_line,
+    require_data,
+    server,
+    settings,
+    write_parts,
+)
+from .hash_embedder import BenchHashEmbedder, model_name, plugin_env
 
 MODEL = "all-MiniLM-L6-v2"
-TEST_MODEL = "test-hash-64"
+TEST_MODEL = model_name(64)
 BATCH = 32  # texts per model call; a task claims 4 x BATCH chunks per round, one round
 CHUNK_TOKENS, CHUNK_OVERLAP = 200, 32
 CELERY = Path(sys.executable).with_name("celery")
@@ -166,6 +180,7 @@ def _env(db_url: str, broker_url: str, **extra: str) -> dict[str, str]:
         EMBEDPLAT_TASK_ROUNDS="1",
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
+        **plugin_env(),  # the workers of the latency part embed with bench-hash-64
         **extra,
     )
     return env
@@ -294,12 +309,12 @@ def run_workers(
             _load(platform, "scifact", rows)
             start = time.perf_counter()
             client.send_task("embedplat.sync_collection", args=["scifact"])
-            done = _wait(
-                lambda: (lambda d, c: d == c and c > 0)(*_embedded(poll, "scifact")),
-                600,
-                "the backlog",
-                every=0.1,
-            )
+
+            def backlog_done() -> bool:
+                done, chunks = _embedded(poll, "scifact")
+                return done == chunks and chunks > 0
+
+            done = _wait(backlog_done, 600, "the backlog", every=0.1)
             seconds = time.perf_counter() - start
             assert done
             chunks = _embedded(poll, "scifact")[1]
@@ -319,8 +334,17 @@ def run_workers(
     }
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(values), 2),
+        "median": round(statistics.median(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
 def throughput(server_url: str, target_chunks: int, repeat: int) -> dict[str, Any]:
-    """Every mode ``repeat`` times, interleaved (the machine is shared); medians reported."""
+    """Every mode ``repeat`` times, interleaved (the machine is shared, so a busy spell hits
+    every mode alike); min, median and max of each mode are reported, and every run."""
     rows, chunks = scifact_rows(target_chunks)
     modes: list[tuple[int, int | None]] = [(0, None), (1, None), (2, None), (2, 1)]
     samples: dict[tuple[int, int | None], list[dict[str, Any]]] = {m: [] for m in modes}
@@ -335,10 +359,23 @@ def throughput(server_url: str, target_chunks: int, repeat: int) -> dict[str, An
             print(run, flush=True)
     runs = []
     for mode in modes:
-        tries = sorted(samples[mode], key=lambda r: r["chunks_per_second"])
-        median = dict(tries[len(tries) // 2])
-        median["chunks_per_second_all"] = [r["chunks_per_second"] for r in samples[mode]]
-        runs.append(median)
+        tries = samples[mode]
+        first = tries[0]
+        runs.append(
+            {
+                "mode": first["mode"],
+                "processes": first["processes"],
+                "torch_threads": first["torch_threads"],
+                "chunks": first["chunks"],
+                "chunks_per_second": _spread([r["chunks_per_second"] for r in tries]),
+                "seconds": _spread([r["seconds"] for r in tries]),
+                # Every run, in the order measured: its own figures and split between workers.
+                "runs": [
+                    {k: r[k] for k in r if k not in ("mode", "processes", "torch_threads")}
+                    for r in tries
+                ],
+            }
+        )
     return {
         "model": MODEL,
         "device": "cpu",
@@ -347,6 +384,7 @@ def throughput(server_url: str, target_chunks: int, repeat: int) -> dict[str, An
         "batch_size": BATCH,
         "task_rounds": 1,
         "repeat": repeat,
+        "statistic": f"min / median / max of {repeat} interleaved runs",
         "runs": runs,
     }
 
@@ -361,7 +399,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def notify_latency(server_url: str, changes: int, debounce: float) -> dict[str, Any]:
-    embedder = HashEmbedder(64)
+    embedder = BenchHashEmbedder(64)
     latencies: list[float] = []
     with (
         fresh_database(server_url) as db,
@@ -419,18 +457,32 @@ def notify_latency(server_url: str, changes: int, debounce: float) -> dict[str, 
 # -- report ---------------------------------------------------------------------------------------
 
 
-def markdown(result: dict[str, Any]) -> str:
-    out: list[str] = []
-    if t := result.get("throughput"):
+def _old_statistic(repeat: int) -> str:
+    """What the figure of a result written before min/median/max was: the run at index n // 2
+    of the runs sorted by speed, i.e. the better of two runs for the default two."""
+    if repeat == 1:
+        return "one run"
+    if repeat == 2:
+        return "best of 2 runs"
+    return f"{'median' if repeat % 2 else 'upper median'} of {repeat} runs"  # sorted[n // 2]
+
+
+def _throughput_markdown(result: dict[str, Any], t: dict[str, Any]) -> list[str]:
+    head = (
+        f"Throughput ({measured_line(result, t).strip('_')}): {t['chunks']} SciFact chunks "
+        f"({t['docs']} docs), {t['model']} on {t['device']}, batch {t['batch_size']}, "
+        f"{(t.get('machine') or result['machine'])['cpus']} CPU cores shared with other jobs"
+    )
+    if "statistic" not in t:
+        # Written before min/median/max: its one figure per mode is not a median.
+        stat = _old_statistic(t.get("repeat", 1))
         base = t["runs"][0]["chunks_per_second"]
-        out += [
-            f"Throughput: {t['chunks']} SciFact chunks ({t['docs']} docs), {t['model']} on "
-            f"{t['device']}, batch {t['batch_size']}, "
-            f"{result['machine']['cpus']} CPU cores (shared with other jobs: medians of "
-            f"{t.get('repeat', 1)} interleaved runs).",
+        out = [
+            f"{head}; each figure is the **{stat}**, interleaved (an older run, from before "
+            "the benchmark reported min / median / max: rerun it for those).",
             "",
-            "| mode | torch threads | seconds | chunks/s | vs in-process | chunks per worker "
-            "| all runs (chunks/s) |",
+            f"| mode | torch threads | seconds | chunks/s ({stat}) | vs in-process "
+            "| chunks per worker | all runs (chunks/s) |",
             "|---|---|---:|---:|---:|---|---|",
         ]
         for run in t["runs"]:
@@ -440,17 +492,45 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{run['chunks_per_second']} | {run['chunks_per_second'] / base:.2f}x | {split} | "
                 f"{', '.join(str(x) for x in run.get('chunks_per_second_all', []))} |"
             )
-        out.append("")
+        return [*out, ""]
+    base = t["runs"][0]["chunks_per_second"]["median"]
+    out = [
+        f"{head}: {t['statistic']}.",
+        "",
+        "| mode | torch threads | chunks/s min / **median** / max | seconds (median) "
+        "| vs in-process (medians) | chunks per worker, each run |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for run in t["runs"]:
+        cps = run["chunks_per_second"]
+        splits = [r.get("chunks_per_worker") for r in run["runs"]]
+        split = ", ".join(" / ".join(map(str, s)) for s in splits if s) or "-"
+        out.append(
+            f"| {run['mode']} | {run['torch_threads']} | "
+            f"{cps['min']} / **{cps['median']}** / {cps['max']} | {run['seconds']['median']} | "
+            f"{cps['median'] / base:.2f}x | {split} |"
+        )
+    return [*out, ""]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    out: list[str] = []
+    if t := result.get("throughput"):
+        out += _throughput_markdown(result, t)
     if lat := result.get("notify_latency"):
+        # Written before parts were dated, the part was the bare list of runs.
+        part = lat if isinstance(lat, dict) else {}
+        runs = lat["runs"] if isinstance(lat, dict) else lat
         out += [
-            "NOTIFY path, change → searchable (test embedder, sweep disabled):",
+            f"NOTIFY path, change → searchable ({measured_line(result, part).strip('_')}; "
+            "hash embedder, sweep disabled):",
             "",
             "| debounce | changes | p50 | p95 | max |",
             "|---:|---:|---:|---:|---:|",
             *[
                 f"| {r['debounce_s']} s | {r['changes']} | {r['p50_s']} s | {r['p95_s']} s | "
                 f"{r['max_s']} s |"
-                for r in lat
+                for r in runs
             ],
             "",
         ]
@@ -462,21 +542,25 @@ def main() -> None:
     parser.add_argument("--only", choices=["throughput", "latency"])
     parser.add_argument("--chunks", type=int, default=600, help="backlog size (throughput)")
     parser.add_argument("--changes", type=int, default=100, help="changes timed (latency)")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per mode (throughput)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="interleaved runs per mode, at least 3 (throughput)"
+    )
     args = parser.parse_args()
-    result: dict[str, Any] = {}
-    path = Path(__file__).resolve().parent / "results" / "workers.json"
-    if path.exists():  # keep the other half of an earlier run
-        previous = json.loads(path.read_text())
-        result = {k: previous[k] for k in ("throughput", "notify_latency") if k in previous}
+    if args.repeat < 3:
+        parser.error("--repeat must be at least 3: min / median / max need three runs")
+    parts = ("throughput", "notify_latency")
     with server() as server_url:
+        # Each part is written as soon as it is measured (the other kept, with its own date),
+        # so a failure in the second loses nothing of the first.
         if args.only in (None, "throughput"):
-            result["throughput"] = throughput(server_url, args.chunks, args.repeat)
+            written = write_parts(
+                "workers",
+                {"throughput": throughput(server_url, args.chunks, args.repeat)},
+                parts,
+            )
         if args.only in (None, "latency"):
-            result["notify_latency"] = [
-                notify_latency(server_url, args.changes, debounce) for debounce in (0.5, 0.1)
-            ]
-    written = write_result("workers", result)
+            runs = [notify_latency(server_url, args.changes, debounce) for debounce in (0.5, 0.1)]
+            written = write_parts("workers", {"notify_latency": {"runs": runs}}, parts)
     print(markdown(json.loads(written.read_text())))
     print(f"\nwritten to {written}")
 

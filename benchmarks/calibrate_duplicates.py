@@ -10,14 +10,17 @@ The default threshold of ``embedplat.near_duplicates`` / ``duplicate_groups`` is
 (relatedness >= 4) best-F1 threshold rounded to two decimals, checked on MRPC: MRPC's F1 is
 flat between its own best threshold and this one, and MRPC's positive rate (two thirds of its
 pairs are paraphrases) pulls its best-F1 threshold down, while near-duplicates are rare in a
-real collection, where precision matters more (see docs/sql.md). Embeddings are computed with the product's own embedder (the same vectors that
-``embedplat sync`` stores) and cached under benchmarks/.work.
+real collection, where precision matters more (see docs/sql.md). Embeddings are computed with
+the product's own embedder (the same vectors that ``embedplat sync`` stores) and cached under
+benchmarks/.work, keyed by the model's name and fingerprint and by the texts.
 
     python -m benchmarks.calibrate_duplicates
+    python -m benchmarks.calibrate_duplicates --limit 300   # a trial run on the first pairs
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -25,22 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from embedplat.embedders import load_embedder
+from embedplat.embedders import Embedder, load_embedder
 
 from .common import WORK, require_data, write_result
 
 MODEL = "all-MiniLM-L6-v2"
 
 
-def embed_unique(texts: list[str]) -> dict[str, np.ndarray]:
-    """Vectors of the distinct texts (cached on disk, keyed by the texts' digest)."""
+def embed_unique(texts: list[str], embedder: Embedder) -> dict[str, np.ndarray]:
+    """Vectors of the distinct texts, cached on disk under a key of the model (name and
+    fingerprint: other model files, another backend or quantization give other vectors) and
+    the texts' digest."""
     unique = sorted(set(texts))
-    digest = hashlib.sha256("\0".join(unique).encode()).hexdigest()[:16]
-    cache = WORK / f"calibration_{digest}.npy"
+    key = hashlib.sha256()
+    for part in (embedder.name, embedder.fingerprint, *unique):
+        key.update(part.encode() + b"\0")
+    cache = WORK / f"calibration_{key.hexdigest()[:16]}.npy"
     if cache.exists():
         vectors = np.load(cache)
     else:
-        vectors = load_embedder(MODEL).embed(unique)
+        vectors = embedder.embed(unique)
         WORK.mkdir(parents=True, exist_ok=True)
         np.save(cache, vectors)
     return dict(zip(unique, vectors, strict=True))
@@ -114,12 +121,13 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return round(float(np.corrcoef(ranks(x), ranks(y))[0, 1]), 4)
 
 
-def run() -> dict[str, Any]:
-    mrpc = [json.loads(line) for line in require_data("mrpc", "pairs.jsonl").open()]
-    sick = [json.loads(line) for line in require_data("sick", "pairs.jsonl").open()]
+def run(limit: int | None = None) -> dict[str, Any]:
+    mrpc = [json.loads(line) for line in require_data("mrpc", "pairs.jsonl").open()][:limit]
+    sick = [json.loads(line) for line in require_data("sick", "pairs.jsonl").open()][:limit]
     texts = [p[s] for p in mrpc + sick for s in ("a", "b")]
+    embedder = load_embedder(MODEL)
     start = time.perf_counter()
-    vectors = embed_unique(texts)
+    vectors = embed_unique(texts, embedder)
     embed_seconds = time.perf_counter() - start
 
     mrpc_cos = pair_cosines(mrpc, vectors)
@@ -132,6 +140,7 @@ def run() -> dict[str, Any]:
     default = round(sick_best["threshold"], 2)
     result: dict[str, Any] = {
         "model": MODEL,
+        "model_fingerprint": embedder.fingerprint,
         "mrpc": {
             "pairs": len(mrpc),
             "positives": int(mrpc_labels.sum()),
@@ -163,7 +172,14 @@ def run() -> dict[str, Any]:
 
 
 def main() -> None:
-    result = run()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="only the first N pairs of each set (a trial run)"
+    )
+    args = parser.parse_args()
+    result = run(args.limit)
     path = write_result("calibration", result)
     print(json.dumps(result, indent=2))
     print(path)

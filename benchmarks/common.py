@@ -14,16 +14,19 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from embedplat.config import Settings
 from embedplat.db import migrate
-from embedplat.db.connection import libpq_url
+from embedplat.db.connection import libpq_url, with_database
 from embedplat.db.embedded import EmbeddedServer
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+# EMBEDPLAT_BENCH_RESULTS: write elsewhere (a trial run must not replace the stored figures).
+RESULTS = Path(os.environ.get("EMBEDPLAT_BENCH_RESULTS") or HERE / "results")
 WORK = HERE / ".work"
-DATA = HERE.parent.parent / "shared" / "data"
+# Real text for measuring: ../shared/data relative to the repository root, unless overridden.
+DATA = Path(os.environ.get("EMBEDPLAT_BENCH_DATA") or HERE.parent.parent / "shared" / "data")
 
 
 def machine() -> dict[str, Any]:
@@ -32,7 +35,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": py_platform.python_version(),
         "machine": py_platform.machine(),
-        "date": time.strftime("%Y-%m-%d"),
+        "date": today(),
     }
 
 
@@ -72,14 +75,16 @@ def fresh_database(server_url: str) -> Iterator[str]:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     base = libpq_url(server_url)
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0] + f"/{name}"
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_database(base, name)  # keeps the rest (a passfile, sslmode, ...)
     migrate.upgrade(url)
     try:
         yield url
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def settings() -> Settings:
@@ -90,12 +95,56 @@ def require_data(*parts: str) -> Path:
     path = DATA.joinpath(*parts)
     if not path.exists():
         raise SystemExit(
-            f"benchmark data not found: {path} (expected ../shared/data next to the repo)"
+            f"benchmark data not found: {path} (expected ../shared/data relative to the "
+            "repository root, or the folder named by EMBEDPLAT_BENCH_DATA)"
         )
     return path
 
 
+def today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write results/<name>.json for a result measured in one go: dated as a whole."""
+    return _write(name, {"measured_at": today(), **result})
+
+
+def write_parts(name: str, new: dict[str, dict[str, Any]], parts: tuple[str, ...]) -> Path:
+    """Write results/<name>.json, a file of several ``parts`` that can be measured separately
+    (``--only`` re-runs some): the ``new`` parts are dated now (``measured_at`` and
+    ``machine`` in each part), the others are kept from the file as it was, with their dates.
+
+    A kept part written before parts were dated gets the date of the file it comes from, so
+    this write (which re-dates the file) does not pass it off as new.
+    """
+    path = RESULTS / f"{name}.json"
+    previous: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    out: dict[str, Any] = {}
+    for key in parts:
+        if key in new:
+            out[key] = {**new[key], "measured_at": today(), "machine": machine()}
+        elif isinstance(old := previous.get(key), dict):
+            if "measured_at" not in old and "machine" in previous:
+                old = {**old, "measured_at": previous["machine"]["date"]}
+                old.setdefault("machine", previous["machine"])
+            out[key] = old
+    return _write(name, out)
+
+
+def measured_line(result: dict[str, Any], part: dict[str, Any] | None = None) -> str:
+    """The "_measured <date>, <n> CPUs, Python <v>_" line of a part of ``result`` (or of the
+    whole file): the part's own date where it has one, else the file's (files from before
+    parts were dated).
+    """
+    m = {**result.get("machine", {}), **(part or {}).get("machine", {})}
+    date = (part or {}).get("measured_at") or result.get("measured_at") or m.get("date")
+    if date is None:
+        return "_measured: unknown_"
+    return f"_measured {date}, {m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}_"
+
+
+def _write(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "machine": machine(), **result}
     path = RESULTS / f"{name}.json"

@@ -8,16 +8,24 @@ Suites and the result files they write:
 
     ingest       bench_ingest            ingest
     sync         bench_sync              sync_throughput, sync_incremental, sync_noop, sync_index
-    retrieval    bench_retrieval         retrieval_scifact
-    search       bench_search            search_latency, hybrid_scifact
+    retrieval    bench_retrieval         retrieval_scifact, hybrid_scifact
+    search       bench_search            search_latency
+                 bench_search --isotropic  search_latency_isotropic
     calibration  calibrate_duplicates    calibration
     analytics    bench_analytics         duplicates, anomalies
     workers      bench_workers           workers
 
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
-partial run keeps the earlier figures of the others (each section says when it was measured).
-A missing file leaves its section out; a file this script does not know (or cannot read) is
-shown as JSON.
+partial run keeps the earlier figures of the others. Each section says when it was measured
+(a file whose parts are measured separately, workers and anomalies, dates each part; files
+from before parts were dated show the file's date) and which command reproduces it. A missing
+file leaves its section out; a file this script does not know (or cannot read) is shown as
+JSON.
+
+Environment: EMBEDPLAT_BENCH_DATA (the data folder; default ../shared/data relative to the
+repository root), EMBEDPLAT_BENCH_DATABASE_URL (a server to use instead of the embedded one),
+EMBEDPLAT_BENCH_RESULTS (write results/*.json, and RESULTS.md beside that folder, elsewhere:
+for trial runs that must not replace the stored figures).
 """
 
 from __future__ import annotations
@@ -27,19 +35,21 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .bench_workers import markdown as workers_markdown
-from .common import HERE, RESULTS
+from .common import HERE, RESULTS, measured_line
 
-SUITES = {
-    "ingest": ["benchmarks.bench_ingest"],
-    "sync": ["benchmarks.bench_sync"],
-    "retrieval": ["benchmarks.bench_retrieval"],
-    "search": ["benchmarks.bench_search"],
-    "calibration": ["benchmarks.calibrate_duplicates"],
-    "analytics": ["benchmarks.bench_analytics"],
-    "workers": ["benchmarks.bench_workers"],
+# Each suite: the commands (module and arguments) that write its result files.
+SUITES: dict[str, list[list[str]]] = {
+    "ingest": [["benchmarks.bench_ingest"]],
+    "sync": [["benchmarks.bench_sync"]],
+    "retrieval": [["benchmarks.bench_retrieval"]],
+    "search": [["benchmarks.bench_search"], ["benchmarks.bench_search", "--isotropic"]],
+    "calibration": [["benchmarks.calibrate_duplicates"]],
+    "analytics": [["benchmarks.bench_analytics"]],
+    "workers": [["benchmarks.bench_workers"]],
 }
 
 Result = dict[str, Any]
@@ -50,9 +60,8 @@ def _load(name: str) -> Result | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _when(result: Result) -> str:
-    m = result["machine"]
-    return f"_measured {m['date']}, {m['cpus']} CPUs, Python {m['python']}_"
+def _when(result: Result, part: Result | None = None) -> str:
+    return measured_line(result, part)
 
 
 def _raw(title: str, result: Result) -> list[str]:
@@ -60,7 +69,7 @@ def _raw(title: str, result: Result) -> list[str]:
     return [
         f"## {title}",
         "",
-        _when(result) if "machine" in result else "_measured: unknown_",
+        _when(result),
         "",
         "```json",
         json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2),
@@ -110,6 +119,10 @@ def _sync_throughput(r: Result) -> list[str]:
 
 
 def _sync_incremental(r: Result) -> list[str]:
+    # Older files call the computed count peer_behaviour_reembedded.
+    peer = r.get("peer_reembedded_computed", r.get("peer_behaviour_reembedded"))
+    if peer is None:
+        raise KeyError("peer_reembedded_computed")
     return [
         "## Incremental re-embedding",
         "",
@@ -120,10 +133,23 @@ def _sync_incremental(r: Result) -> list[str]:
         "| | chunks embedded |",
         "|---|---:|",
         f"| embedplat sync after the edits | **{r['chunks_reembedded']}** ({r['reembedded_per_edit']} per edit; goal ≤ {r['goal_per_edit']}) |",
-        f"| a peer that re-embeds every chunk of a changed record | {r['peer_behaviour_reembedded']} |",
+        f"| a peer that re-embeds every chunk of a changed record (computed: the edited records' chunks, no peer was run) | {peer} |",
         f"| no-op sync on the unchanged corpus | {r['noop_chunks_embedded']} ({r['noop_seconds']} s) |",
         "",
     ]
+
+
+def _noop_note(r: Result) -> str:
+    """What the no-op syncs embedded, as measured per run; older files wrote a constant 0."""
+    if "noop_chunks_embedded_all" in r:
+        return (
+            f" Chunks embedded by each run: {r['noop_chunks_embedded_all']}; records re-chunked: "
+            f"{r['noop_records_chunked_all']}."
+        )
+    return (
+        " (This older run asserted 0 chunks in each run and wrote the 0 as a constant; runs "
+        "since record what each run embedded.)"
+    )
 
 
 def _sync_noop(r: Result) -> list[str]:
@@ -132,7 +158,7 @@ def _sync_noop(r: Result) -> list[str]:
         "",
         _when(r),
         "",
-        f"{r['records']:,} synced records, nothing changed: sync embeds {r['noop_chunks_embedded']} chunks in **{r['noop_sync_seconds']} s** (best of {len(r['noop_sync_seconds_all'])}: {r['noop_sync_seconds_all']}). Goal: 0 chunks embedded, well under a second.",
+        f"{r['records']:,} synced records, nothing changed: sync embeds {r['noop_chunks_embedded']} chunks in **{r['noop_sync_seconds']} s** (best of {len(r['noop_sync_seconds_all'])}: {r['noop_sync_seconds_all']}). Goal: 0 chunks embedded, well under a second.{_noop_note(r)}",
         "",
     ]
 
@@ -144,7 +170,7 @@ def _sync_index(r: Result) -> list[str]:
         "",
         _when(r),
         "",
-        f"{r['vectors']:,} vectors of {r['dimensions']} dimensions (test embedder), whole sync including the index. Bar: building the index after the back-fill (what sync does) must beat maintaining it during the back-fill.",
+        f"{r['vectors']:,} vectors of {r['dimensions']} dimensions (hash embedder: the model is not the point), whole sync including the index. Bar: building the index after the back-fill (what sync does) must beat maintaining it during the back-fill.",
         "",
         "| | seconds |",
         "|---|---:|",
@@ -181,6 +207,14 @@ def _retrieval(r: Result) -> list[str]:
 # -- bench_search ---------------------------------------------------------------------------------
 
 
+def _ef(run: Result) -> str:
+    """The ef_search of a run; older files labelled 40 without setting it (pgvector's default
+    was in effect, but nothing set it)."""
+    if run.get("ef_search_set"):
+        return str(run["ef_search"])
+    return f"{run['ef_search']} (pgvector's default: not set by this older run)"
+
+
 def _search_latency(r: Result) -> list[str]:
     opts = r.get("index_options") or {}
     index = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "method")
@@ -200,8 +234,8 @@ def _search_latency(r: Result) -> list[str]:
             f"| `embedplat.search` | {run['ef_search']} | {run['recall@10']} | {run['p50_ms']} | {run['p95_ms']} |"
             for run in r["embedplat_search"]
         ],
-        f"| `embedplat.search`, filter matching 1 % (`{json.dumps(f1['filter'])}`) | {f1['ef_search']} | {f1['recall@10']} | {f1['p50_ms']} | {f1['p95_ms']} |",
-        f"| bare pgvector index query, for reference | {raw['ef_search']} | {raw['recall@10']} | {raw['p50_ms']} | {raw['p95_ms']} |",
+        f"| `embedplat.search`, filter matching 1 % (`{json.dumps(f1['filter'])}`) | {_ef(f1)} | {f1['recall@10']} | {f1['p50_ms']} | {f1['p95_ms']} |",
+        f"| bare pgvector index query, for reference | {_ef(raw)} | {raw['recall@10']} | {raw['p50_ms']} | {raw['p95_ms']} |",
         "",
         f"Filtered search: the fewest rows any query returned was {f1['rows_returned_min']} of {r['k']}; recall is against the exact top {r['k']} of the matching rows.",
         "",
@@ -292,16 +326,17 @@ def _duplicates(r: Result) -> list[str]:
 
 
 def _anomalies(r: Result) -> list[str]:
+    # Two parts measured separately (bench_analytics --only): each with its own date.
     out = [
         "## Anomaly scores: `embedplat.anomaly_scores`",
-        "",
-        _when(r),
         "",
     ]
     if not r.get("scale") and not r.get("agnews"):
         return []
     if scale := r.get("scale"):
         out += [
+            _when(r, scale),
+            "",
             f"Speed: {scale['chunks']:,} synthetic chunks (the near-duplicate data above), k = {scale['k']}: {scale['records_scored']:,} records scored in **{scale['seconds']} s** (goal ≤ {scale['goal_seconds']} s).",
             "",
         ]
@@ -311,6 +346,8 @@ def _anomalies(r: Result) -> list[str]:
             ("against a reference collection", ag.get("against_reference")),
         ]
         out += [
+            _when(r, ag),
+            "",
             f'Quality: AG News one-class, {ag["records"]:,} records ("World" news normal, {ag["anomalies"]} of other topics anomalous), all-MiniLM-L6-v2, k = {ag["k"]}. Within the collection every record is scored against the others; against a reference, {ag["reference_records"]:,} normal records form the reference collection and the other {ag["scored_against_reference"]:,} (every anomaly among them) are scored. Bar: an exact in-memory k-NN score on the same vectors; published reference: {ag["published_reference"]}.',
             "",
             "| setup | ROC-AUC | average precision | exact k-NN ROC-AUC | exact k-NN AP | records | seconds |",
@@ -345,10 +382,9 @@ def _workers(r: Result) -> list[str]:
         )
     if not what:
         return []
+    # Two parts measured separately (bench_workers --only): workers_markdown dates each.
     return [
         "## Celery workers: throughput, and change → searchable through NOTIFY",
-        "",
-        _when(r),
         "",
         " ".join(what),
         "",
@@ -361,40 +397,126 @@ def _workers(r: Result) -> list[str]:
 
 Renderer = Callable[[Result], list[str]]
 
-SECTIONS: list[tuple[str, Renderer]] = [
-    ("ingest", _ingest),
-    ("sync_throughput", _sync_throughput),
-    ("sync_incremental", _sync_incremental),
-    ("sync_noop", _sync_noop),
-    ("sync_index", _sync_index),
-    ("retrieval_scifact", _retrieval),
-    ("search_latency", _search_latency),
-    ("search_latency_isotropic", _search_latency),
-    ("hybrid_scifact", _hybrid),
-    ("calibration", _calibration),
-    ("duplicates", _duplicates),
-    ("anomalies", _anomalies),
-    ("workers", _workers),
+
+@dataclass(frozen=True)
+class Section:
+    """A results file, how it is rendered, and what reproduces it."""
+
+    name: str
+    render: Renderer
+    commands: tuple[str, ...]
+    data: str | None = None  # the folder of ../shared/data it reads, if any
+
+
+SECTIONS: list[Section] = [
+    Section("ingest", _ingest, ("python -m benchmarks.bench_ingest",)),
+    Section(
+        "sync_throughput",
+        _sync_throughput,
+        ("python -m benchmarks.bench_sync --only throughput",),
+        "scifact",
+    ),
+    Section(
+        "sync_incremental",
+        _sync_incremental,
+        ("python -m benchmarks.bench_sync --only incremental",),
+        "scifact",
+    ),
+    Section("sync_noop", _sync_noop, ("python -m benchmarks.bench_sync --only noop",)),
+    Section("sync_index", _sync_index, ("python -m benchmarks.bench_sync --only index",)),
+    Section(
+        "retrieval_scifact",
+        _retrieval,
+        ("python -m benchmarks.bench_retrieval  # also writes hybrid_scifact",),
+        "scifact",
+    ),
+    Section("search_latency", _search_latency, ("python -m benchmarks.bench_search",)),
+    Section(
+        "search_latency_isotropic",
+        _search_latency,
+        ("python -m benchmarks.bench_search --isotropic",),
+    ),
+    Section(
+        "hybrid_scifact",
+        _hybrid,
+        ("python -m benchmarks.bench_retrieval  # also writes retrieval_scifact",),
+        "scifact",
+    ),
+    Section(
+        "calibration", _calibration, ("python -m benchmarks.calibrate_duplicates",), "mrpc, sick"
+    ),
+    Section(
+        "duplicates",
+        _duplicates,
+        ("python -m benchmarks.bench_analytics --only scale  # also the anomalies' speed part",),
+    ),
+    Section(
+        "anomalies",
+        _anomalies,
+        (
+            "python -m benchmarks.bench_analytics --only scale   # speed (and duplicates)",
+            "python -m benchmarks.bench_analytics --only agnews  # quality",
+        ),
+        "agnews",
+    ),
+    Section(
+        "workers",
+        _workers,
+        (
+            "python -m benchmarks.bench_workers --only throughput",
+            "python -m benchmarks.bench_workers --only latency",
+        ),
+        "scifact",
+    ),
 ]
+
+
+def _reproduce(section: Section) -> list[str]:
+    data = (
+        " and reads " + ", ".join(f"`../shared/data/{d.strip()}`" for d in section.data.split(","))
+        if section.data
+        else ""
+    )
+    return [
+        f"Reproduce from the repository root (writes `results/{section.name}.json`{data}):",
+        "",
+        "```sh",
+        *section.commands,
+        "```",
+        "",
+    ]
 
 
 def render() -> str:
     out = [
         "# Benchmark results",
         "",
-        "Rendered by `python -m benchmarks.run --report` from `benchmarks/results/*.json`.",
+        "Rendered by `python -m benchmarks.run --report` from `benchmarks/results/*.json`; each "
+        "section says when it was measured (a file whose parts were measured by separate runs "
+        "dates each part) and the command that reproduces it.",
+        "",
+        "Run the benchmarks from the repository root in the project's virtual environment "
+        "(`scripts/_venv.sh model,workers` makes one) with `HF_HUB_OFFLINE=1`. The ones on real "
+        "text read it from `../shared/data/` relative to the repository root (SciFact, MRPC, "
+        "SICK, AG News; see its README), or from the folder named by `EMBEDPLAT_BENCH_DATA`. "
+        "PostgreSQL is a benchmark-only embedded server under `benchmarks/.work`, or "
+        "`EMBEDPLAT_BENCH_DATABASE_URL`. `python -m benchmarks.run [suite ...]` runs whole suites "
+        "(`python -m benchmarks.run --help` lists them).",
         "",
     ]
-    for name, section in SECTIONS:
-        result = _load(name)
+    for section in SECTIONS:
+        result = _load(section.name)
         if result is None:
             continue
         try:
-            out += section(result)
+            lines = section.render(result)
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             # A file from another version of its benchmark: show it rather than fail.
-            out += _raw(name, result)
-    known = {name for name, _ in SECTIONS}
+            lines = _raw(section.name, result)
+        if lines:
+            # Right under the section's heading.
+            out += [*lines[:2], *_reproduce(section), *lines[2:]]
+    known = {section.name for section in SECTIONS}
     for extra in sorted(RESULTS.glob("*.json")):
         if extra.stem not in known:
             out += _raw(extra.stem, json.loads(extra.read_text()))
@@ -413,10 +535,11 @@ def main() -> None:
         parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
     if not args.report:
         for suite in args.suites or list(SUITES):
-            for module in SUITES[suite]:
-                subprocess.run([sys.executable, "-m", module], check=True, cwd=HERE.parent)
-    (HERE / "RESULTS.md").write_text(render())
-    print(HERE / "RESULTS.md")
+            for command in SUITES[suite]:
+                subprocess.run([sys.executable, "-m", *command], check=True, cwd=HERE.parent)
+    report = RESULTS.parent / "RESULTS.md"  # benchmarks/RESULTS.md unless redirected
+    report.write_text(render())
+    print(report)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ __all__ = [
     "COMPARISON_OPERATORS",
     "FIELD_OPERATORS",
     "LOGICAL_OPERATORS",
+    "MAX_FILTER_DEPTH",
+    "MAX_FILTER_NODES",
     "parse_filter",
     "validate_filter",
 ]
@@ -34,13 +36,23 @@ __all__ = [
 LOGICAL_OPERATORS = ("$and", "$or", "$not")
 COMPARISON_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
 FIELD_OPERATORS = ("$eq", "$ne", *COMPARISON_OPERATORS, "$in", "$nin", "$exists")
-MAX_DEPTH = 32
+
+# The one source of the filter limits: embedplat.filter_check_limits (sql/filters.v3.sql)
+# declares the same numbers (tests/integration/test_sql_docs.py checks both sides).
+MAX_FILTER_DEPTH = 32
+"""Deepest nesting of JSON objects and arrays in a filter, the filter object itself counting 1
+(``{"$not": {"a": 1}}`` nests 2, ``{"$or": [{"a": [1]}]}`` 4)."""
+MAX_FILTER_NODES = 1000
+"""Most nodes in a filter: filter objects (the filter and each one under ``$and``, ``$or``,
+``$not``) plus conditions (a plain value at a key, or one operator at a key)."""
 
 _FIELD_LIST = ", ".join(FIELD_OPERATORS[:-1]) + " or $exists"
 
 
 def parse_filter(text: str) -> dict[str, Any]:
     """A filter from JSON text (what ``--filter`` takes), validated."""
+    # Before json.loads, whose recursive decoder raises RecursionError on deep nesting.
+    _check_text_depth(text)
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -59,7 +71,10 @@ def validate_filter(filter: Any) -> dict[str, Any]:
         raise FilterError(
             f'a filter must be a JSON object such as {{"topic": "sport"}}, got {_show(filter)}'
         )
-    _check(filter, "filter", 0)
+    # Walked without recursion first, so the recursive checks below (and json.dumps) only
+    # ever see a bounded depth, and a huge filter is refused before any work on it.
+    _check_limits(filter)
+    _check(filter, "filter")
     plain: dict[str, Any] = json.loads(_dumps(filter))
     return plain
 
@@ -67,9 +82,82 @@ def validate_filter(filter: Any) -> dict[str, Any]:
 # -- validation ---------------------------------------------------------------------------------
 
 
-def _check(filter: Mapping[str, Any], where: str, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise FilterError(f"{where}: the filter nests deeper than {MAX_DEPTH} levels")
+def _too_deep() -> FilterError:
+    return FilterError(
+        f"the filter is nested too deeply, limit {MAX_FILTER_DEPTH} levels of objects and arrays"
+    )
+
+
+def _check_text_depth(text: str) -> None:
+    """Refuse JSON text nesting deeper than :data:`MAX_FILTER_DEPTH`, by scanning it (strings
+    skipped) rather than parsing it."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_FILTER_DEPTH:
+                raise _too_deep()
+        elif char in "]}":
+            depth -= 1
+
+
+def _check_limits(filter: Mapping[str, Any]) -> None:
+    """Refuse a filter deeper than :data:`MAX_FILTER_DEPTH` or with more than
+    :data:`MAX_FILTER_NODES` nodes, iteratively (no recursion, so no RecursionError), as
+    ``embedplat.filter_check_limits`` does in SQL."""
+    # Depth: every container of the document, values included.
+    stack: list[tuple[Any, int]] = [(filter, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_FILTER_DEPTH:
+            raise _too_deep()
+        if isinstance(value, Mapping):
+            stack.extend(
+                (v, depth + 1) for v in value.values() if isinstance(v, Mapping | list | tuple)
+            )
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, Mapping | list | tuple))
+    # Nodes: filter objects and conditions; pending filter objects count 1 each already, so a
+    # $or of 20,000 branches is refused without visiting them.
+    nodes = 0
+    pending: list[Any] = [filter]
+    while pending:
+        node = pending.pop()
+        nodes += 1
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key in ("$and", "$or") and isinstance(value, list | tuple):
+                    pending.extend(value)
+                elif key == "$not":
+                    pending.append(value)
+                elif isinstance(key, str) and not key.startswith("$"):
+                    nodes += _conditions(value)
+        if nodes + len(pending) > MAX_FILTER_NODES:
+            raise FilterError(
+                f"the filter is too large: more than {MAX_FILTER_NODES} nodes (filter objects "
+                "and conditions); use $in for a list of values"
+            )
+
+
+def _conditions(value: Any) -> int:
+    """Conditions of one key: one per operator, or one for a plain value."""
+    if isinstance(value, Mapping):
+        operators = sum(1 for k in value if isinstance(k, str) and k.startswith("$"))
+        return operators or 1
+    return 1
+
+
+def _check(filter: Mapping[str, Any], where: str) -> None:
     for key, value in filter.items():
         if not isinstance(key, str):
             raise FilterError(f"{where}: keys must be strings, got {_show(key)}")
@@ -82,11 +170,11 @@ def _check(filter: Mapping[str, Any], where: str, depth: int) -> None:
                     raise FilterError(
                         f"{here}[{n}]: a filter must be a JSON object, got {_show(item)}"
                     )
-                _check(item, f"{here}[{n}]", depth + 1)
+                _check(item, f"{here}[{n}]")
         elif key == "$not":
             if not isinstance(value, Mapping):
                 raise FilterError(f"{here}: needs a filter object, got {_show(value)}")
-            _check(value, here, depth + 1)
+            _check(value, here)
         elif key.startswith("$"):
             raise FilterError(
                 f"{where}: unknown logical operator {key!r}; use $and, $or or $not "

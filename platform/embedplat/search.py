@@ -258,7 +258,7 @@ def search_vector(
         "min_similarity => %s, per_record => %s, ef_search => %s, probes => %s)",
         (
             collection,
-            _vector(vector),
+            query_vector_literal(vector),
             opts.k,
             opts.filter_json(),
             opts.min_similarity,
@@ -295,7 +295,7 @@ def hybrid_search_vector(
         (
             collection,
             query_text,
-            None if vector is None else _vector(vector),
+            None if vector is None else query_vector_literal(vector),
             opts.k,
             opts.filter_json(),
             opts.vector_weight,
@@ -333,12 +333,24 @@ def similar_records(
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _vector(vector: Sequence[float] | np.ndarray) -> str:
+def query_vector_literal(vector: Sequence[float] | np.ndarray) -> str:
+    """``vector`` as a pgvector literal for a query, or :class:`InvalidInputError` when the
+    database would refuse it: not 1-D, empty, NaN or infinite elements, or no direction (all
+    zeros, or so close to zero that its squared length underflows single precision, as in
+    pgvector's cosine distance, which is then NaN; ``embedplat.check_query_dimensions``
+    refuses the same in SQL)."""
     array = np.asarray(vector, dtype=np.float32)
     if array.ndim != 1 or array.size == 0:
         raise InvalidInputError("a query vector must be a non-empty 1-D sequence of numbers")
     if not np.all(np.isfinite(array)):
         raise InvalidInputError("a query vector must not contain NaN or infinity")
+    with np.errstate(over="ignore", under="ignore"):
+        squared_length = np.sum(array * array, dtype=np.float32)
+    if not (np.isfinite(squared_length) and squared_length > 0):
+        raise InvalidInputError(
+            "the query vector is all zeros (or too close to zero to measure): it has no "
+            "direction, so no cosine similarity; pass a non-zero vector"
+        )
     return vector_literal(array)
 
 

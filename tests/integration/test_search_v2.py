@@ -25,7 +25,7 @@ from embedplat.errors import (
     InvalidInputError,
     RecordNotFoundError,
 )
-from embedplat.search import search_vector, similar_records
+from embedplat.search import hybrid_search_vector, search_vector, similar_records
 from tests.filter_oracle import matches
 
 from .real_corpus import MODEL, assert_same_ranking, exact_search, real_docs_collection
@@ -343,6 +343,104 @@ def test_invalid_filters_are_refused_in_python_and_in_sql(
                 "SELECT * FROM embedplat.search('empty', %s::vector, 5, %s::jsonb)",
                 (vector_literal(query), '{"a": {"$like": "x"}}'),
             )
+
+
+@pytest.fixture
+def small_corpus(platform: Platform, db_url: str) -> list[dict[str, Any]]:
+    rows = word_rows(40, seed=5, metadata=lambda i, rng: {"n": i})
+    hash_collection(platform, db_url, rows)
+    return rows
+
+
+def _nested_not_text(levels: int) -> str:
+    return '{"$not": ' * (levels - 1) + '{"n": 1}' + "}" * (levels - 1)
+
+
+def test_deep_and_huge_filters_are_refused_in_sql(db_url: str, small_corpus) -> None:
+    """5,000 nested $not ran the compiler out of stack; a $or of 20,000 branches took 35 s.
+    Both are refused by every function taking a filter, with the filter's own error."""
+    query = vector_literal(HashEmbedder(64).embed(["apple"])[0])
+    huge = json.dumps({"$or": [{"n": i} for i in range(20_000)]})
+    calls = [
+        ("SELECT count(*) FROM embedplat.search('docs', %s::vector, 5, %s::jsonb)", (query,)),
+        (
+            "SELECT count(*) FROM embedplat.hybrid_search('docs', 'apple', %s::vector, 5, %s::jsonb)",
+            (query,),
+        ),
+        ("SELECT count(*) FROM embedplat.similar('docs', 'r00001', 5, %s::jsonb)", ()),
+        ("SELECT embedplat.metadata_matches('{}', %s::jsonb)", ()),
+    ]
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        for statement, args in calls:
+            for bad, message in (
+                (_nested_not_text(5_000), "nested too deeply, limit 32 levels"),
+                (_nested_not_text(33), "nested too deeply, limit 32 levels"),
+                ('{"a": ' + "[" * 40 + "]" * 40 + "}", "nested too deeply"),
+                (huge, "too large: more than 1000 nodes"),
+            ):
+                with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
+                    conn.execute(statement, (*args, bad))
+                primary = str(info.value.diag.message_primary)
+                assert primary.startswith("embedplat filter: the filter is "), primary
+                assert message in primary, (statement, primary)
+            # The limits themselves are accepted, and the filter works.
+            conn.execute(statement, (*args, _nested_not_text(32))).fetchall()
+            conn.execute(
+                statement, (*args, json.dumps({"$or": [{"n": i} for i in range(499)]}))
+            ).fetchall()
+        hits = conn.execute(
+            "SELECT id FROM embedplat.search('docs', %s::vector, 40, %s::jsonb)",
+            (query, json.dumps({"$or": [{"n": i} for i in range(0, 40, 2)][:499]})),
+        ).fetchall()
+        assert sorted(h[0] for h in hits) == [f"r{i:05d}" for i in range(0, 40, 2)]
+
+
+def test_python_refuses_the_same_filters_before_any_query(platform: Platform, small_corpus) -> None:
+    query = HashEmbedder(64).embed(["apple"])[0]
+    with platform.connection() as conn:
+        with pytest.raises(FilterError, match="nested too deeply"):
+            search_vector(conn, "docs", query, filter=json.loads(_nested_not_text(33)))
+        with pytest.raises(FilterError, match="too large"):
+            search_vector(conn, "docs", query, filter={"$or": [{"n": i} for i in range(500)]})
+
+
+def test_zero_query_vectors_are_refused_in_python_and_in_sql(
+    platform: Platform, db_url: str, small_corpus
+) -> None:
+    """A zero vector has no direction: search returned every row with similarity NaN."""
+    zero = np.zeros(64, dtype=np.float32)
+    tiny = np.full(64, 1e-23, dtype=np.float32)  # its squares underflow pgvector's floats
+    with platform.connection() as conn:
+        for vector in (zero, tiny):
+            with pytest.raises(InvalidInputError, match="all zeros"):
+                search_vector(conn, "docs", vector)
+            with pytest.raises(InvalidInputError, match="all zeros"):
+                hybrid_search_vector(conn, "docs", "apple", vector)
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        for vector in (zero, tiny):
+            for statement in (
+                "SELECT * FROM embedplat.search('docs', %s::vector)",
+                "SELECT * FROM embedplat.hybrid_search('docs', 'apple', %s::vector)",
+            ):
+                with pytest.raises(psycopg.errors.InvalidParameterValue, match="all zeros"):
+                    conn.execute(statement, (vector_literal(vector),))
+        # A small but measurable vector still works, and no similarity is NaN.
+        small = np.full(64, 1e-6, dtype=np.float32)
+        rows = conn.execute(
+            "SELECT similarity FROM embedplat.search('docs', %s::vector, 5)",
+            (vector_literal(small),),
+        ).fetchall()
+        assert len(rows) == 5 and all(not np.isnan(r[0]) for r in rows)
+        # A record whose stored vectors are zero has no direction for similar either.
+        conn.execute(
+            "UPDATE embedplat.embeddings e SET embedding = %s::vector FROM embedplat.records r "
+            "WHERE r.id = e.record_id AND r.external_id = 'r00003'",
+            (vector_literal(zero),),
+        )
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="average to zero"):
+            conn.execute("SELECT * FROM embedplat.similar('docs', 'r00003')")
+    with platform.connection() as conn, pytest.raises(InvalidInputError, match="average to zero"):
+        similar_records(conn, "docs", "r00003")
 
 
 # -- selective filters, index use, knobs -----------------------------------------------------------

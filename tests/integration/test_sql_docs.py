@@ -180,6 +180,39 @@ def test_sql_limits_are_the_python_constants(db_url: str) -> None:
     search.SearchOptions(k=search.MAX_K)
 
 
+def test_sql_filter_limits_are_the_python_constants(db_url: str) -> None:
+    """embedplat.filter_check_limits and embedplat.filters agree on both limits, at the limit
+    and one past it."""
+    import json
+
+    from embedplat import filters
+    from embedplat.errors import FilterError
+
+    def nested(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for _ in range(levels - 1):
+            value = {"$not": value}
+        return value
+
+    def and_of(nodes: int) -> dict[str, Any]:
+        return {"$and": [{}] * (nodes - 1)}  # the $and's object + one empty filter per branch
+
+    cases = [
+        (nested(filters.MAX_FILTER_DEPTH), nested(filters.MAX_FILTER_DEPTH + 1), "nested"),
+        (and_of(filters.MAX_FILTER_NODES), and_of(filters.MAX_FILTER_NODES + 1), "too large"),
+    ]
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        for at_limit, past_limit, message in cases:
+            conn.execute("SELECT embedplat.filter_check_limits(%s::jsonb)", (json.dumps(at_limit),))
+            filters.validate_filter(at_limit)
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+                conn.execute(
+                    "SELECT embedplat.filter_check_limits(%s::jsonb)", (json.dumps(past_limit),)
+                )
+            with pytest.raises(FilterError, match=message):
+                filters.validate_filter(past_limit)
+
+
 # -- the ORM pattern, as documented -----------------------------------------------------------------
 
 

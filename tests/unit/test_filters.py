@@ -12,7 +12,7 @@ import pytest
 from tests.filter_oracle import DOC, DOC_CASES, matches
 
 from embedplat.errors import FilterError, InvalidInputError
-from embedplat.filters import parse_filter, validate_filter
+from embedplat.filters import MAX_FILTER_DEPTH, MAX_FILTER_NODES, parse_filter, validate_filter
 
 
 @pytest.mark.parametrize(("filter_", "expected"), DOC_CASES)
@@ -59,12 +59,76 @@ def test_invalid_filters_say_what_and_where(filter_, message: str) -> None:
     assert isinstance(info.value, InvalidInputError)  # the CLI prints it as one error line
 
 
-def test_too_deep_nesting_is_refused() -> None:
+def _nested_not(levels: int) -> dict[str, object]:
+    """``levels`` filter objects nested by $not around {"a": 1} (the innermost counting 1)."""
     filter_: dict[str, object] = {"a": 1}
-    for _ in range(40):
+    for _ in range(levels - 1):
         filter_ = {"$not": filter_}
-    with pytest.raises(FilterError, match="deeper than"):
-        validate_filter(filter_)
+    return filter_
+
+
+def test_too_deep_nesting_is_refused() -> None:
+    validate_filter(_nested_not(MAX_FILTER_DEPTH))  # the limit itself is accepted
+    with pytest.raises(FilterError, match=f"nested too deeply, limit {MAX_FILTER_DEPTH}"):
+        validate_filter(_nested_not(MAX_FILTER_DEPTH + 1))
+
+
+@pytest.mark.parametrize("levels", [MAX_FILTER_DEPTH + 1, 5_000, 200_000])
+def test_deep_filter_text_is_refused_without_recursion_error(levels: int) -> None:
+    """`--filter` of 5,000 nested $not raised RecursionError (json.loads, then validation)."""
+    text = '{"$not": ' * levels + "{}" + "}" * levels
+    with pytest.raises(FilterError, match=f"nested too deeply, limit {MAX_FILTER_DEPTH}"):
+        parse_filter(text)
+    value_text = '{"a": ' + "[" * levels + "]" * levels + "}"
+    with pytest.raises(FilterError, match="nested too deeply"):
+        parse_filter(value_text)
+
+
+def test_deep_python_filters_are_refused_without_recursion_error() -> None:
+    with pytest.raises(FilterError, match="nested too deeply"):
+        validate_filter(_nested_not(5_000))
+    deep: list[object] = []
+    for _ in range(5_000):
+        deep = [deep]
+    with pytest.raises(FilterError, match="nested too deeply"):
+        validate_filter({"a": {"$in": deep}})
+    cyclic: dict[str, object] = {}
+    cyclic["a"] = cyclic
+    with pytest.raises(FilterError, match="nested too deeply"):
+        validate_filter(cyclic)
+
+
+def test_depth_counts_every_object_and_array() -> None:
+    """Values count too: an array of arrays in a plain value is as deep as nested filters."""
+    value: object = 1
+    for _ in range(MAX_FILTER_DEPTH - 1):
+        value = [value]
+    validate_filter({"a": value})  # 1 (the filter) + 31 arrays
+    with pytest.raises(FilterError, match="nested too deeply"):
+        validate_filter({"a": [value]})
+    # Brackets inside strings are text, not nesting.
+    assert parse_filter('{"a": "' + "[{" * 100 + '\\"[{"}') == {"a": "[{" * 100 + '"[{'}
+
+
+def _or_of(branches: int) -> dict[str, object]:
+    """A $or of ``branches`` one-condition filters: 1 + 2 * branches nodes."""
+    return {"$or": [{"n": i} for i in range(branches)]}
+
+
+def test_filter_size_is_capped() -> None:
+    """A $or of 20,000 branches took 35 s on 200 records; it is refused before any query."""
+    most = (MAX_FILTER_NODES - 1) // 2
+    validate_filter(_or_of(most))  # 1 + 2 * 499 = 999 nodes
+    for branches in (most + 1, 20_000):
+        with pytest.raises(FilterError, match=f"too large: more than {MAX_FILTER_NODES} nodes"):
+            validate_filter(_or_of(branches))
+    # Conditions count one per operator; a plain value counts one, whatever its size.
+    validate_filter({f"k{i}": {"$gte": 0, "$lt": 9} for i in range((MAX_FILTER_NODES - 1) // 2)})
+    with pytest.raises(FilterError, match="too large"):
+        validate_filter({f"k{i}": {"$gte": 0, "$lt": 9} for i in range(MAX_FILTER_NODES // 2)})
+    validate_filter({"id": {"$in": list(range(100_000))}, "blob": {"x": list(range(10_000))}})
+    with pytest.raises(FilterError, match="too large"):
+        validate_filter({"$and": [{}] * MAX_FILTER_NODES})
 
 
 def test_parse_filter_from_json_text() -> None:

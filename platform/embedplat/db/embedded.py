@@ -198,8 +198,9 @@ class EmbeddedServer:
 
         # Every time, not only at initdb: a parent may have been closed since (pytest, for
         # one, makes its temp root 0700 at each session start).
-        with suppress(OSError):
-            ensure_prefix_permissions(self.data_dir)
+        if self.data_dir.exists():
+            with suppress(OSError):
+                ensure_prefix_permissions(self.data_dir)
         entry = pwd.getpwnam(SYSTEM_USER)
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
@@ -337,7 +338,8 @@ class EmbeddedServer:
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
         )
         try:
-            os.fchmod(fd, 0o600)  # whatever the umask
+            if hasattr(os, "fchmod"):  # not on Windows
+                os.fchmod(fd, 0o600)  # whatever the umask
             if _is_root():
                 owner = self.home.stat()
                 os.fchown(fd, owner.st_uid, owner.st_gid)

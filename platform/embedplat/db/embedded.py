@@ -150,10 +150,10 @@ class EmbeddedServer:
         finally:
             lock.release()
 
-    def _url(self, port: int, database: str = DATABASE_NAME) -> str:
+    def _url(self, port: int) -> str:
         # The password file, not the password: the URL can be printed, logged and shared.
         passfile = quote(str(self.password_file), safe="/")
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{database}?passfile={passfile}"
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{DATABASE_NAME}?passfile={passfile}"
 
     def _postmaster_info(self) -> tuple[int, int] | None:
         pid_file = self.data_dir / "postmaster.pid"
@@ -400,8 +400,9 @@ class EmbeddedServer:
     def _prepare_socket_dir(self) -> Path | None:
         """The Unix socket's folder: entered by the owner of the home and the server only.
 
-        None when its path is too long for a socket (the server then listens on TCP only) or
-        cannot be written in a server setting.
+        None when its path is too long for a socket, or holds a character that the
+        unix_socket_directories list cannot carry (comma, quote, backslash, blank): the server
+        then listens on TCP only.
         """
         path = self.socket_dir
         longest = path / ".s.PGSQL.65535.lock"

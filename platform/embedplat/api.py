@@ -25,7 +25,7 @@ from embedplat.config import (
 )
 from embedplat.db import migrate
 from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
-from embedplat.embedders import Embedder, load_embedder
+from embedplat.embedders import Embedder, load_embedder, locate_model
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, SchemaNotReadyError
 from embedplat.indexes import IndexReport, drop_collection_indexes
 from embedplat.indexes import build_index as _build_index
@@ -128,7 +128,15 @@ class Platform:
         chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
         exist_ok: bool = False,
     ) -> CollectionInfo:
-        """Create a collection (see `embedplat collection create`)."""
+        """Create a collection (see `embedplat collection create`).
+
+        ``model`` must be servable here (:func:`~embedplat.embedders.locate_model`, which loads
+        nothing): an unknown name raises
+        :class:`~embedplat.embedders.ModelUnavailableError` before anything is stored, rather
+        than failing every later sync of the collection.
+        """
+        if model.strip():  # a blank name gets the collection layer's own error
+            locate_model(model)
         with self.connection() as conn:
             return _collections.create_collection(
                 conn,

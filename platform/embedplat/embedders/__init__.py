@@ -1,6 +1,7 @@
 """Embedders: the provider protocol, a registry of providers, the sentence-transformers default.
 
-Use :func:`load_embedder` to get one by model name; nothing heavy is imported until a
+Use :func:`load_embedder` to get one by model name (:func:`locate_model` says, without
+loading anything, whether and where it would be found); nothing heavy is imported until a
 sentence-transformers model is actually loaded. Other embedders (another runtime, a remote
 service, the tests' deterministic one) are added with :func:`register_embedder_provider`, from
 a module named in ``EMBEDPLAT_PLUGINS`` when another process (the CLI, a worker) must know them;
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 from embedplat.chunking import TokenCounter
 from embedplat.embedders.base import Embedder, check_vector
+from embedplat.embedders.locate import ModelSource, ModelUnavailableError, locate_model
 from embedplat.embedders.providers import (
     EmbedderFactory,
     EmbedderProvider,
     load_embedder,
     load_plugins,
+    provider_for,
     register_embedder_provider,
     unregister_embedder_provider,
 )
@@ -26,11 +29,15 @@ __all__ = [
     "Embedder",
     "EmbedderFactory",
     "EmbedderProvider",
+    "ModelSource",
+    "ModelUnavailableError",
     "SentenceTransformerEmbedder",
     "TokenCounter",
     "check_vector",
     "load_embedder",
     "load_plugins",
+    "locate_model",
+    "provider_for",
     "register_embedder_provider",
     "unregister_embedder_provider",
 ]

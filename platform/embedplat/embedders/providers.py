@@ -26,6 +26,7 @@ __all__ = [
     "EmbedderProvider",
     "load_embedder",
     "load_plugins",
+    "provider_for",
     "register_embedder_provider",
     "unregister_embedder_provider",
 ]
@@ -82,6 +83,12 @@ def unregister_embedder_provider(provider: EmbedderProvider) -> None:
             _providers.remove(provider)
         for key in [k for k, (made_by, _) in _embedders.items() if made_by is provider]:
             del _embedders[key]
+
+
+def provider_for(name: str) -> EmbedderProvider | None:
+    """The newest registered provider that serves ``name``; None: sentence-transformers does."""
+    with _lock:
+        return next((p for p in _providers if p.match(name)), None)
 
 
 def load_embedder(name: str, *, device: str | None = None, batch_size: int = 64) -> Embedder:

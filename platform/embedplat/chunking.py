@@ -48,6 +48,7 @@ everything: treat it as a format.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import unicodedata
@@ -94,13 +95,17 @@ def text_sha256(text: str) -> bytes:
 
 
 # A blank line (possibly holding spaces or a \r) or a Unicode paragraph separator.
-_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*|\s*\u2029\s*")
+# The patterns must stay linear on long runs of spaces or dots: an alternative that scans a run
+# and fails may start only at the first character of the run ((?<!...)), since from a later
+# character of the same run it would fail too; and quantifiers that backtracking cannot help
+# are possessive (*+, ++). The matches are the same as without these guards.
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*+\n\s*+|(?<!\s)\s*\u2029\s*+")
 # Where sentences end: . ! ? … (plus closing quotes/brackets) before whitespace, CJK full stops
 # (no space needed), or a line break inside a paragraph (lists, verse, code).
 _SENTENCE_BREAK = re.compile(
-    r"[.!?\u2026]+[\"'\u201d\u2019\u00bb)\]]*(\s+)"
-    r"|[\u3002\uff01\uff1f]+[\u300d\u300f\u201d\u2019\uff09]*()"
-    r"|(\s*\n\s*)"
+    r"(?<![.!?\u2026])[.!?\u2026]++[\"'\u201d\u2019\u00bb)\]]*+(\s++)"
+    r"|[\u3002\uff01\uff1f]++[\u300d\u300f\u201d\u2019\uff09]*+()"
+    r"|(?<!\s)(\s*\n\s*+)"
 )
 _WORD = re.compile(r"\S+")
 
@@ -284,7 +289,7 @@ def _split_long_units(
             if count <= max_tokens:
                 units.append((s, e, count, kind))
                 continue
-            for m, (ss, se, sc) in enumerate(_slices(text, s, e, max_tokens, counter)):
+            for m, (ss, se, sc) in enumerate(_slices(text, s, e, count, max_tokens, counter)):
                 units.append((ss, se, sc, kind if m == 0 else _SLICE_CUT))
         replacements.setdefault(id(block), {})[i] = units
     for block in blocks:
@@ -333,27 +338,55 @@ def _is_cluster_boundary(text: str, i: int) -> bool:
 
 
 def _slices(
-    text: str, start: int, end: int, max_tokens: int, counter: TokenCounter
+    text: str, start: int, end: int, tokens: int, max_tokens: int, counter: TokenCounter
 ) -> list[tuple[int, int, int]]:
-    """Cut one word longer than ``max_tokens`` into slices that fit, greedily.
+    """Cut one word of ``tokens`` tokens (more than ``max_tokens``) into slices that fit, greedily.
 
     Cuts fall between grapheme clusters; only a cluster that alone exceeds ``max_tokens``
     (a long run of combining marks) is cut between code points. Reached only for pathological
     input (a base64 blob, a run of symbols), so candidate slices are counted one at a time.
     """
+    # Characters per token, to guess where a slice of max_tokens ends: the word's own, then the
+    # last slice's. Only the number of probes depends on it, never the slice found.
+    chars_per_token = (end - start) / max(tokens, 1)
 
-    def furthest_fit(position: int, ends: Sequence[int]) -> tuple[int, int] | None:
-        # Binary search; counts need not grow with length, so only checked ends are returned.
-        lo, hi = 0, len(ends) - 1
+    def furthest_fit(position: int, ends: Sequence[int], first: int) -> tuple[int, int] | None:
+        # The furthest of ends[first:] whose slice fits: the end a binary search over all of
+        # them finds where counts grow with length, but found by probing where the counts so
+        # far say the limit falls. Until a probe is too long, each probe goes at least a
+        # quarter further than the last fit; after that, a probe that does not halve the
+        # range is followed by a bisection of it. So each probe counts a slice not much
+        # longer than the one found (a bisection over the rest of the word would count up to
+        # the word's length for every slice: quadratic in the word). Counts need not grow
+        # with length, so only checked ends are returned.
+        lo, hi = first, len(ends) - 1
         best: tuple[int, int] | None = None
+        fit_end, fit_count = position, 0
+        fail_end, fail_count = -1, 0
+        bisect_next = False
         while lo <= hi:
-            mid = (lo + hi) // 2
-            count = counter.count_tokens([text[position : ends[mid]]])[0]
-            if count <= max_tokens:
-                best = (ends[mid], count)
-                lo = mid + 1
+            if bisect_next:
+                probe = (lo + hi) // 2
             else:
-                hi = mid - 1
+                if fail_end < 0 or fail_count <= fit_count:
+                    per_token = chars_per_token
+                else:
+                    per_token = (fail_end - fit_end) / (fail_count - fit_count)
+                guess = fit_end + (max_tokens + 1 - fit_count) * per_token - 1
+                probe = bisect.bisect_left(ends, guess, lo, hi + 1)
+                if fail_end < 0:
+                    probe = max(probe, lo + (lo - first) // 4)
+                probe = min(max(probe, lo), hi)
+            width = hi - lo
+            count = counter.count_tokens([text[position : ends[probe]]])[0]
+            if count <= max_tokens:
+                best = (ends[probe], count)
+                fit_end, fit_count = ends[probe], count
+                lo = probe + 1
+            else:
+                fail_end, fail_count = ends[probe], count
+                hi = probe - 1
+            bisect_next = fail_end >= 0 and not bisect_next and 2 * (hi - lo) > width
         return best
 
     cuts = [i for i in range(start + 1, end) if _is_cluster_boundary(text, i)] + [end]
@@ -361,15 +394,16 @@ def _slices(
     position = start
     first = 0  # index into cuts of the first cut after `position`
     while position < end:
-        found = furthest_fit(position, cuts[first:])
+        found = furthest_fit(position, cuts, first)
         if found is None:
-            found = furthest_fit(position, range(position + 1, cuts[first]))
+            found = furthest_fit(position, range(position + 1, cuts[first]), 0)
             if found is None:
                 raise InvalidInputError(
                     f"max_tokens={max_tokens} is too small: the character "
                     f"{text[position]!r} alone is more tokens than that"
                 )
         out.append((position, found[0], found[1]))
+        chars_per_token = (found[0] - position) / max(found[1], 1)
         position = found[0]
         while first < len(cuts) and cuts[first] <= position:
             first += 1
@@ -398,6 +432,39 @@ def _cut_key(text: str, start: int, end: int) -> int:
     return int.from_bytes(digest, "big")
 
 
+class _MinTree:
+    """Minimum of any range of a fixed list of ints in O(log n) (a bottom-up segment tree)."""
+
+    __slots__ = ("_empty", "_size", "_tree")
+
+    def __init__(self, values: list[int], empty: int) -> None:
+        size = len(values)
+        tree = [empty] * size + values
+        for i in range(size - 1, 0, -1):
+            left, right = tree[2 * i], tree[2 * i + 1]
+            tree[i] = left if left < right else right
+        self._size, self._tree, self._empty = size, tree, empty
+
+    def min(self, lo: int, hi: int) -> int:
+        """Minimum of ``values[lo:hi]``; ``empty`` for an empty range."""
+        tree = self._tree
+        best = self._empty
+        lo += self._size
+        hi += self._size
+        while lo < hi:
+            if lo & 1:
+                if tree[lo] < best:
+                    best = tree[lo]
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                if tree[hi] < best:
+                    best = tree[hi]
+            lo >>= 1
+            hi >>= 1
+        return best
+
+
 def _cut_block(
     text: str, block: _Block, max_tokens: int, overlap: int, short_limit: int
 ) -> list[tuple[int, int, int, _Overlap]]:
@@ -408,7 +475,6 @@ def _cut_block(
     for i in range(n):
         prefix[i + 1] = prefix[i] + block.tokens[i]
         slice_prefix[i + 1] = slice_prefix[i] + (block.kinds[i] == _SLICE_CUT)
-    keys: dict[int, int] = {}
 
     def fits(lo: int, hi: int) -> bool:
         if hi - lo == 1:
@@ -420,26 +486,38 @@ def _cut_block(
     def room(lo: int) -> int:
         return overlap if lo > 0 and block.kinds[lo] in _OVERLAP_AFTER else 0
 
+    # Rank of a boundary: its kind, then whether both sides keep max_tokens // 4 tokens, then
+    # the content hash of the piece before it. Never the position or the total size: those
+    # change with edits elsewhere in the block. Each boundary's kind, hash and position are
+    # packed into one int that sorts like (kind, hash, position), so the best cut of a range
+    # is a range minimum (taken from a segment tree, in O(log n)): a scan of every boundary
+    # for every cut is quadratic when cuts fall near the ends of their ranges (repeated text,
+    # where equal hashes tie and the first one wins). Position last: among equal ranks the
+    # first boundary wins.
+    shift = n.bit_length()
+    balance_bit = 1 << (64 + shift)
+    position_mask = (1 << shift) - 1
+    empty = 1 << (67 + shift)  # above every packed rank
+    ranked = [empty] + [
+        ((3 - _RANK[block.kinds[b]]) << (65 + shift))
+        | (_cut_key(text, block.starts[b - 1], block.ends[b - 1]) << shift)
+        | b
+        for b in range(1, n)
+    ]
+    tree = _MinTree(ranked, empty)
+
     def best_cut(lo: int, hi: int) -> int:
-        # Rank: boundary kind, then whether both sides keep max_tokens // 4 tokens, then the
-        # content hash of the piece before the boundary. Never the position or the total size:
-        # those change with edits elsewhere in the block.
-        best = -1
-        best_rank: tuple[int, int, int] | None = None
-        for b in range(lo + 1, hi):
-            balanced = (
-                prefix[b] - prefix[lo] >= short_limit and prefix[hi] - prefix[b] >= short_limit
-            )
-            rank = (-_RANK[block.kinds[b]], 0 if balanced else 1, 0)
-            if best_rank is not None and rank[:2] > best_rank[:2]:
-                continue
-            key = keys.get(b)
-            if key is None:
-                key = keys[b] = _cut_key(text, block.starts[b - 1], block.ends[b - 1])
-            rank = (rank[0], rank[1], key)
-            if best_rank is None or rank < best_rank:
-                best, best_rank = b, rank
-        return best
+        # Boundaries b in [first, stop) leave at least short_limit tokens on both sides
+        # (prefix is non-decreasing); the others rank after them within the same kind.
+        first = bisect.bisect_left(prefix, prefix[lo] + short_limit, lo + 1, hi)
+        stop = bisect.bisect_right(prefix, prefix[hi] - short_limit, lo + 1, hi)
+        if first < stop:
+            balanced = tree.min(first, stop)
+            unbalanced = min(tree.min(lo + 1, first), tree.min(stop, hi)) | balance_bit
+            best = min(balanced, unbalanced)
+        else:
+            best = tree.min(lo + 1, hi)
+        return best & position_mask
 
     leaves: list[tuple[int, int]] = []
     stack = [(0, n)]

@@ -44,13 +44,14 @@ class Settings:
     models.
     """
 
-    database_url: str | None = None
+    # Not in repr: a URL may carry a password (see db.connection.redact for messages).
+    database_url: str | None = field(default=None, repr=False)
     home: Path = field(default_factory=default_home)
     batch_size: int = DEFAULT_BATCH_SIZE
     lease_seconds: int = DEFAULT_LEASE_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     device: str | None = None
-    broker_url: str = DEFAULT_BROKER_URL
+    broker_url: str = field(default=DEFAULT_BROKER_URL, repr=False)
     plugins: tuple[str, ...] = ()
 
     @classmethod

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -15,8 +18,17 @@ from embedplat.db.embedded import EmbeddedServer
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> EmbeddedServer:
-    s = EmbeddedServer(tmp_path / "home", durable=False)
+def home() -> Iterator[Path]:
+    """A home outside pytest's tmp_path: as root, a concurrent pytest session resets
+    /tmp/pytest-of-root to 0700, which would lock the server's service user out of it."""
+    folder = Path(tempfile.mkdtemp(prefix="embedplat-server-test-"))
+    yield folder / "home"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[EmbeddedServer]:
+    s = EmbeddedServer(home, durable=False)
     yield s
     s.stop()
 
@@ -51,8 +63,7 @@ def test_start_reuse_stop_restart_keeps_data(server: EmbeddedServer) -> None:
         assert conn.execute("SELECT v FROM kept").fetchone() == (42,)
 
 
-def test_concurrent_starts_share_one_server(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_concurrent_starts_share_one_server(home: Path) -> None:
     code = (
         "import sys; from pathlib import Path; from embedplat.db.embedded import EmbeddedServer;"
         "print(EmbeddedServer(Path(sys.argv[1]), durable=False).start())"

@@ -8,7 +8,7 @@ from embedplat.db.connection import _explain, redact
 
 
 def test_password_is_redacted() -> None:
-    assert redact("postgresql://me:s3cr%et@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert redact("postgresql://me:s3cr%25et@db:5432/x") == "postgresql://me:***@db:5432/x"
 
 
 def test_bad_password_message() -> None:

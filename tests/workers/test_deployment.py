@@ -99,7 +99,7 @@ def test_compose_sets_only_variables_the_code_reads(compose: dict[str, Any]) -> 
         assert settings.base.database_url == env["EMBEDPLAT_DATABASE_URL"]
         assert settings.base.broker_url == env["EMBEDPLAT_BROKER_URL"]
         assert settings.base.database_url and "@db:5432/" in settings.base.database_url
-        assert "//redis:6379" in settings.base.broker_url
+        assert "@redis:6379/" in settings.base.broker_url
     db_env = compose["services"]["db"]["environment"]
     url = compose["services"]["worker"]["environment"]["EMBEDPLAT_DATABASE_URL"]
     assert url == (

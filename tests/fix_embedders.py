@@ -31,6 +31,7 @@ from embedplat.errors import ModelError
 
 __all__ = [
     "TEST_MODEL_PREFIX",
+    "UNLOADABLE_MODEL",
     "HashEmbedder",
     "ObservedEmbedder",
     "RegexTokenCounter",
@@ -40,6 +41,9 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_MODEL_PREFIX = "test-hash-"
+# Accepted where a collection is created (the provider below serves every name with the prefix)
+# but fails when loaded (fewer than 2 dimensions): a collection whose every sync fails.
+UNLOADABLE_MODEL = f"{TEST_MODEL_PREFIX}1"
 EMBED_LOG_VARIABLE = "EMBEDPLAT_TEST_EMBED_LOG"
 EMBED_DELAY_VARIABLE = "EMBEDPLAT_TEST_EMBED_DELAY"
 EMBED_GATE_VARIABLE = "EMBEDPLAT_TEST_EMBED_GATE"

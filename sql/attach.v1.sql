@@ -58,8 +58,8 @@ RETURN CASE
     THEN value
 END;
 
--- Whether `value` is valid input for type `type_name` (PostgreSQL 16+: pg_input_is_valid;
--- before: a guarded cast). Used to parse external ids back into key values.
+-- Whether `value` is valid input for type `type_name`, by a guarded cast: for PostgreSQL 15,
+-- which has no pg_input_is_valid (embedplat.attach_valid_sql picks the one to call).
 CREATE OR REPLACE FUNCTION embedplat.attach_input_is_valid(value text, type_name text)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -70,9 +70,6 @@ BEGIN
     IF value IS NULL THEN
         RETURN false;
     END IF;
-    IF current_setting('server_version_num')::int >= 160000 THEN
-        RETURN pg_input_is_valid(value, type_name);
-    END IF;
     BEGIN
         EXECUTE format('SELECT %L::%s', value, type_name);
         RETURN true;
@@ -81,6 +78,17 @@ BEGIN
     END;
 END
 $fn$;
+
+-- SQL that tests whether the text `value_sql` is valid input for `type_name`. Each generated
+-- test has its own call site with a constant type: one pg_input_is_valid call site fed
+-- several types gave wrong answers (its per-call-site cache).
+CREATE OR REPLACE FUNCTION embedplat.attach_valid_sql(value_sql text, type_name text)
+RETURNS text
+LANGUAGE sql
+STABLE STRICT
+RETURN CASE WHEN current_setting('server_version_num')::int >= 160000
+            THEN format('pg_input_is_valid(%s, %L)', value_sql, type_name)
+            ELSE format('embedplat.attach_input_is_valid(%s, %L)', value_sql, type_name) END;
 
 -- The SQL expressions that turn a row `s` of the attachment's source into a record, checked
 -- against the table as it is now (so a dropped or renamed column is one clear error). With
@@ -589,6 +597,7 @@ CREATE OR REPLACE FUNCTION embedplat.attach_backfill(
     OUT records_inserted bigint,
     OUT records_updated bigint,
     OUT records_deleted bigint,
+    OUT records_checked bigint,
     OUT done boolean
 )
 LANGUAGE plpgsql
@@ -615,6 +624,7 @@ DECLARE
     i integer;
 BEGIN
     rows_read := 0; records_inserted := 0; records_updated := 0; records_deleted := 0;
+    records_checked := 0;
     IF batch_size IS NULL OR batch_size < 1 OR batch_size > 100000 THEN
         RAISE EXCEPTION 'embedplat.attach_backfill: batch_size must be between 1 and 100000'
             USING ERRCODE = 'invalid_parameter_value';
@@ -705,32 +715,36 @@ BEGIN
 
     -- prune: lock the next records first, then judge them against the source as it is now.
     SELECT array_agg(l.id), max(l.external_id), count(*)
-    INTO ids, last_id, rows_read
+    INTO ids, last_id, records_checked
     FROM (SELECT r.id, r.external_id FROM embedplat.records r
           WHERE r.collection_id = cid
             AND (a.backfill_cursor IS NULL OR r.external_id > a.backfill_cursor[1])
           ORDER BY r.external_id
           LIMIT batch_size
           FOR UPDATE) l;
-    IF rows_read > 0 THEN
+    IF records_checked > 0 THEN
         -- The source row a record came from, found through the key columns' index: the
         -- external id parsed back into key values (NULL when it cannot be one), and the
         -- record kept only if that row still derives exactly this record id and is included.
         IF n = 1 THEN
-            cond := format('s.%I = CASE WHEN embedplat.attach_input_is_valid(r.external_id, %L) '
-                           'THEN r.external_id::%s END',
-                           a.id_columns[1], key_types[1], key_types[1]);
+            cond := format('s.%I = CASE WHEN %s THEN r.external_id::%s END',
+                           a.id_columns[1],
+                           embedplat.attach_valid_sql('r.external_id', key_types[1]),
+                           key_types[1]);
         ELSE
             cond := '';
             FOR i IN 1 .. n LOOP
                 cond := cond || CASE WHEN i > 1 THEN ' AND ' ELSE '' END || format(
-                    's.%1$I = CASE WHEN embedplat.attach_input_is_valid(r.external_id, ''jsonb'') '
+                    's.%1$I = CASE WHEN %5$s '
                     'AND jsonb_typeof(r.external_id::jsonb) = ''array'' '
                     'AND jsonb_array_length(r.external_id::jsonb) = %2$s '
                     'AND jsonb_typeof(r.external_id::jsonb -> %3$s) = ''string'' '
-                    'AND embedplat.attach_input_is_valid(r.external_id::jsonb ->> %3$s, %4$L) '
+                    'AND %6$s '
                     'THEN (r.external_id::jsonb ->> %3$s)::%4$s END',
-                    a.id_columns[i], n, i - 1, key_types[i]);
+                    a.id_columns[i], n, i - 1, key_types[i],
+                    embedplat.attach_valid_sql('r.external_id', 'jsonb'),
+                    embedplat.attach_valid_sql(format('r.external_id::jsonb ->> %s', i - 1),
+                                               key_types[i]));
             END LOOP;
         END IF;
         EXECUTE format($q$
@@ -745,7 +759,7 @@ BEGIN
         INTO records_deleted
         USING ids;
     END IF;
-    IF rows_read < batch_size THEN
+    IF records_checked < batch_size THEN
         -- A complete pass repaired everything up to its start: errors seen before it are over.
         UPDATE embedplat.attachments x
         SET backfill_phase = 'done', backfill_cursor = NULL, backfilled_at = now(),
@@ -781,7 +795,8 @@ CREATE OR REPLACE FUNCTION embedplat.attach_reconcile(
     OUT rows_read bigint,
     OUT records_inserted bigint,
     OUT records_updated bigint,
-    OUT records_deleted bigint
+    OUT records_deleted bigint,
+    OUT records_checked bigint
 )
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -791,6 +806,7 @@ DECLARE
     first boolean := true;
 BEGIN
     rows_read := 0; records_inserted := 0; records_updated := 0; records_deleted := 0;
+    records_checked := 0;
     LOOP
         b := embedplat.attach_backfill(collection, batch_size, restart => first);
         first := false;
@@ -798,6 +814,7 @@ BEGIN
         records_inserted := records_inserted + b.records_inserted;
         records_updated := records_updated + b.records_updated;
         records_deleted := records_deleted + b.records_deleted;
+        records_checked := records_checked + b.records_checked;
         EXIT WHEN b.done;
     END LOOP;
 END

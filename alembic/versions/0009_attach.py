@@ -32,6 +32,7 @@ _FUNCTIONS = (
     "attach_upsert_sql(text)",
     "attach_rows_sql(embedplat.attachments, text, text)",
     "attach_sql_parts(embedplat.attachments, boolean)",
+    "attach_valid_sql(text, text)",
     "attach_input_is_valid(text, text)",
     "attach_text_part(text)",
     "attach_external_id(text[])",

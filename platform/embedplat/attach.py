@@ -144,13 +144,15 @@ class Attachment:
 @dataclass(frozen=True, slots=True)
 class AttachReport:
     """What an attach, back-fill or reconcile did: source rows read, records written and
-    deleted, transactions (``batches``) and batches retried after a lock timeout."""
+    deleted, records checked against the source (the pass that finds records whose row is
+    gone), transactions (``batches``) and batches retried after a lock timeout."""
 
     collection: str
     rows_read: int = 0
     records_inserted: int = 0
     records_updated: int = 0
     records_deleted: int = 0
+    records_checked: int = 0
     batches: int = 0
     retries: int = 0
     done: bool = False
@@ -163,6 +165,7 @@ class AttachReport:
             "records_inserted": self.records_inserted,
             "records_updated": self.records_updated,
             "records_deleted": self.records_deleted,
+            "records_checked": self.records_checked,
             "batches": self.batches,
             "retries": self.retries,
             "done": self.done,
@@ -301,6 +304,7 @@ def backfill(
                 records_inserted=report.records_inserted + int(row["records_inserted"]),
                 records_updated=report.records_updated + int(row["records_updated"]),
                 records_deleted=report.records_deleted + int(row["records_deleted"]),
+                records_checked=report.records_checked + int(row["records_checked"]),
                 batches=report.batches + 1,
                 done=bool(row["done"]),
             )

@@ -30,7 +30,7 @@ SELECT c.name,
          WHERE q.collection_id = c.id) AS pending_chunks,
        (SELECT count(*) FROM embedplat.stale_records r
          WHERE r.collection_id = c.id) AS pending_records,
-       (SELECT coalesce(sum(h.chunks), 0) FROM embedplat.lease_holders h
+       (SELECT coalesce(sum(h.chunks), 0)::bigint FROM embedplat.lease_holders h
          WHERE h.collection_id = c.id AND h.alive) AS leased_chunks,
        (SELECT count(*) FROM embedplat.embedding_queue q
          WHERE q.collection_id = c.id AND q.state = 'failed')

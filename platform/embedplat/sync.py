@@ -204,6 +204,16 @@ def register_model(conn: Connection, embedder: Embedder) -> int:
     return int(row[0])
 
 
+def active_model(conn: Connection, collection: CollectionInfo) -> tuple[int, int] | None:
+    """(id, dimensions) of the collection's active model, None before its first sync."""
+    row = conn.execute(
+        "SELECT m.id, m.dimensions FROM embedplat.collections c "
+        "JOIN embedplat.embedding_models m ON m.id = c.active_model_id WHERE c.id = %s",
+        (collection.id,),
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
 def bind_model(conn: Connection, collection: CollectionInfo, embedder: Embedder) -> int:
     """Make ``embedder`` the collection's active model, or refuse if another one is active."""
     model_id = register_model(conn, embedder)
@@ -701,9 +711,21 @@ def sync_collection(
         collection = get_collection(conn, collection_name)
         stale_records, pending_chunks = pending_counts(conn, collection.id)
         progress.start(collection.name, stale_records, pending_chunks)
-        if stale_records == 0 and pending_chunks == 0 and collection.active_model_id is None:
-            report.seconds = time.perf_counter() - started
-            return report
+        if stale_records == 0 and pending_chunks == 0:
+            # Nothing to embed: no model load (seconds for a real model); at most the index
+            # of the active model, whose dimensions the database knows.
+            active = active_model(conn, collection)
+        else:
+            active = None
+    if stale_records == 0 and pending_chunks == 0:
+        if active is not None and options.build_index:
+            built = ensure_ann_index(connect, collection, active[0], active[1])
+            if built:
+                report.indexes_built.append(built)
+        report.seconds = time.perf_counter() - started
+        return report
+    with connect() as conn:
+        conn.autocommit = True
         embedder = embedder_factory(collection.model_name)
         model_id = bind_model(conn, collection, embedder)
         hold_lease_liveness(conn, options.worker_id)

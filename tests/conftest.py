@@ -25,7 +25,13 @@ from embedplat.db import migrate
 from embedplat.db.connection import libpq_url, with_database
 
 # Shared fixtures live in fixture modules, loaded here for every test (psycopg's tests/fix_*.py).
-pytest_plugins = ["tests.fix_embedders", "tests.fix_cli", "tests.fix_workers"]
+pytest_plugins = [
+    "pytester",
+    "tests.fix_embedders",
+    "tests.fix_model",
+    "tests.fix_cli",
+    "tests.fix_workers",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

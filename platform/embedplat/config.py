@@ -2,7 +2,7 @@
 
 Settings are built at the edges (CLI, worker start, tests) and passed down; nothing in the
 library reads the environment at import time. :func:`env_int`, :func:`env_float` and
-:func:`env_flag` are the parsers every ``from_env`` uses (the workers' settings included), so a
+:func:`env_flag` (and :func:`env_device`) are the parsers every ``from_env`` uses (the workers' settings included), so a
 bad value is refused the same way, with the variable named, wherever it is read.
 """
 
@@ -27,6 +27,9 @@ DEFAULT_MAX_ATTEMPTS = 5
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 PLUGINS_VARIABLE = "EMBEDPLAT_PLUGINS"
+DEVICE_VARIABLE = "EMBEDPLAT_DEVICE"
+#: What ``EMBEDPLAT_DEVICE`` accepts (unset: the embedder backend chooses).
+DEVICE_CHOICES = "cpu, cuda, cuda:N (N a GPU number) or mps"
 
 
 def default_home() -> Path:
@@ -69,7 +72,7 @@ class Settings:
             batch_size=env_int(env, "EMBEDPLAT_BATCH_SIZE", DEFAULT_BATCH_SIZE, minimum=1),
             lease_seconds=env_int(env, "EMBEDPLAT_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, minimum=1),
             max_attempts=env_int(env, "EMBEDPLAT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, minimum=1),
-            device=env.get("EMBEDPLAT_DEVICE") or None,
+            device=env_device(env, DEVICE_VARIABLE),
             broker_url=env.get("EMBEDPLAT_BROKER_URL") or DEFAULT_BROKER_URL,
             plugins=tuple(p for p in re.split(r"[\s,]+", env.get(PLUGINS_VARIABLE, "")) if p),
         )
@@ -92,6 +95,24 @@ def env_int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0)
         raise ConfigurationError(f"{key} must be a whole number, got {raw!r}") from None
     _check_minimum(key, raw, value, minimum)
     return value
+
+
+def env_device(env: Mapping[str, str], key: str) -> str | None:
+    """A torch device name in ``env[key]`` (see :data:`DEVICE_CHOICES`), None when unset.
+
+    Checked here, before any model loads: otherwise torch's error surfaces as "cannot load
+    embedding model", which hides the variable at fault.
+    """
+    raw = env.get(key, "").strip()
+    if not raw:
+        return None
+    prefix, colon, number = raw.partition(":")
+    numbered = prefix == "cuda" and colon and number.isascii() and number.isdigit()
+    if raw in ("cpu", "cuda", "mps") or numbered:
+        return raw
+    raise ConfigurationError(
+        f"{key} must be {DEVICE_CHOICES}, got {raw!r}; unset it to choose automatically"
+    )
 
 
 def env_float(env: Mapping[str, str], key: str, default: float, *, minimum: float = 0.0) -> float:

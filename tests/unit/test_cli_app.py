@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from embedplat.cli.app import EXIT_USAGE, main, settings
+from embedplat.cli.app import EXIT_USAGE, main
 from embedplat.cli.sync import reconcile_line
+from embedplat.config import Settings
 from embedplat.errors import ConfigurationError
 from embedplat.sync import ReconcileReport
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12", "mps"])
-def test_accepted_devices(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMBEDPLAT_DEVICE", device)
-    assert settings().device == device
+def test_accepted_devices(device: str) -> None:
+    assert Settings.from_env({"EMBEDPLAT_DEVICE": device}).device == device
+    assert Settings.from_env({"EMBEDPLAT_DEVICE": ""}).device is None
 
 
-@pytest.mark.parametrize("device", ["tpu", "CUDA", "cuda:", "cuda:x", "cuda:-1", "gpu0"])
+@pytest.mark.parametrize(
+    "device", ["tpu", "CUDA", "cuda:", "cuda:x", "cuda:-1", "cuda:\u0663", "gpu0"]
+)
 def test_refused_devices_name_the_variable(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMBEDPLAT_DEVICE", device)
+    # Checked by the settings themselves, so the CLI, the workers and Platform.connect() all
+    # refuse it before a model loads.
     with pytest.raises(ConfigurationError, match=f"EMBEDPLAT_DEVICE must be .*got {device!r}"):
-        settings()
+        Settings.from_env({"EMBEDPLAT_DEVICE": device})
+    monkeypatch.setenv("EMBEDPLAT_DEVICE", device)
+    with pytest.raises(ConfigurationError, match="EMBEDPLAT_DEVICE must be"):
+        Settings.from_env()
 
 
 def test_reconcile_line_names_each_repair() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from embedplat.cli.app import app, db_app, handle_errors, settings
+from embedplat.cli.app import app, db_app, handle_errors
 from embedplat.cli.options import JsonFlag
 from embedplat.cli.output import print_json
 from embedplat.config import Settings
@@ -17,7 +17,7 @@ def init(json_out: JsonFlag = False) -> None:
     from embedplat.db import migrate
     from embedplat.db.connection import check_database, redact, resolve_database_url
 
-    url = resolve_database_url(settings())
+    url = resolve_database_url(Settings.from_env())
     pgvector = check_database(url)
     migrate.upgrade(url)
     revision = migrate.current_revision(url)
@@ -33,7 +33,7 @@ def db_start() -> None:
     """Start the embedded server (no-op when it runs already); prints its URL."""
     from embedplat.db.embedded import EmbeddedServer
 
-    current = settings()
+    current = Settings.from_env()
     _warn_if_external(current)
     typer.echo(EmbeddedServer(current.home).start())
 
@@ -44,7 +44,7 @@ def db_stop() -> None:
     """Stop the embedded server."""
     from embedplat.db.embedded import EmbeddedServer
 
-    stopped = EmbeddedServer(settings().home).stop()
+    stopped = EmbeddedServer(Settings.from_env().home).stop()
     typer.echo("stopped" if stopped else "not running")
 
 
@@ -54,7 +54,7 @@ def db_status(json_out: JsonFlag = False) -> None:
     """Whether the embedded server runs, where its data lives, its URL."""
     from embedplat.db.embedded import EmbeddedServer
 
-    current = settings()
+    current = Settings.from_env()
     status = EmbeddedServer(current.home).status()
     if json_out:
         print_json(
@@ -82,7 +82,7 @@ def db_url() -> None:
     """Print the database URL (starts the embedded server if needed); `psql $(embedplat db url)`."""
     from embedplat.db.connection import libpq_url, resolve_database_url
 
-    typer.echo(libpq_url(resolve_database_url(settings())))
+    typer.echo(libpq_url(resolve_database_url(Settings.from_env())))
 
 
 def _warn_if_external(current: Settings) -> None:

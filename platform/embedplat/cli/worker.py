@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from embedplat.cli.app import app, handle_errors, settings
+from embedplat.cli.app import app, handle_errors
+from embedplat.config import Settings
 from embedplat.errors import ConfigurationError, InvalidInputError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -34,7 +35,7 @@ def worker(
     Broker from EMBEDPLAT_BROKER_URL; database from EMBEDPLAT_DATABASE_URL, else the embedded
     server. Needs Celery, which comes with the `workers` extra of embedplat.
     """
-    current = settings()  # a bad EMBEDPLAT_* value fails here, before Celery starts
+    current = Settings.from_env()  # a bad EMBEDPLAT_* value fails here, before Celery starts
     if concurrency is not None and concurrency < 1:
         raise InvalidInputError("--concurrency must be at least 1")
     if loglevel.upper() not in LOG_LEVELS:

@@ -76,6 +76,11 @@ class FilterError(InvalidInputError):
     """A metadata filter does not follow the filter language."""
 
 
+class PermissionDeniedError(EmbedplatError):
+    """The connected role may not do this: it lacks the privilege (it is not a member of the
+    right embedplat role) or, for a write, a grant with write on the collection."""
+
+
 # -- server errors ------------------------------------------------------------------------------
 
 # What embedplat's SQL functions raise (docs/sql.md), by SQLSTATE, as the error to raise in
@@ -87,7 +92,13 @@ SQLSTATE_ERRORS: dict[str, type[EmbedplatError]] = {
     "22004": InvalidInputError,  # null_value_not_allowed: a missing argument
     "55000": InvalidInputError,  # object_not_in_prerequisite_state: nothing embedded yet
     "22000": ModelMismatchError,  # data_exception: a vector of another model's dimension
+    "42501": PermissionDeniedError,  # insufficient_privilege: a role or grant is missing
 }
+
+_PERMISSION_HINT = (
+    "; the connected role lacks that privilege or a grant (see docs/security.md: "
+    "`embedplat grant ROLE COLLECTION [--write]`)"
+)
 
 _FILTER_MESSAGE_PREFIX = "embedplat filter"
 
@@ -109,6 +120,8 @@ def from_server_error(exc: BaseException) -> EmbedplatError | None:
     message = server_message(exc)
     if kind is InvalidInputError and message.startswith(_FILTER_MESSAGE_PREFIX):
         kind = FilterError
+    if kind is PermissionDeniedError:
+        message += _PERMISSION_HINT
     return kind(message)
 
 

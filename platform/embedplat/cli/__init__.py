@@ -20,6 +20,7 @@ from embedplat.cli import (  # noqa: F401
     status,
     worker,
     collections,
+    grants,
 )
 
 # isort: on

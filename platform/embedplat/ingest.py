@@ -9,10 +9,13 @@ whole (text/markdown files excepted: one record per file, at most ``MAX_RECORD_B
 
 Rules shared by every format:
 
-* the id is a non-blank string or an integer (turned into a string);
+* the id is a non-blank string or an integer (turned into a string), at most ``MAX_ID_BYTES``
+  bytes of UTF-8;
 * the text is the given text fields, each a string, joined with a blank line (``"\\n\\n"``);
   missing, empty or blank fields are skipped, and a row with none of them is rejected;
 * the text is at most ``MAX_RECORD_BYTES`` bytes of UTF-8;
+* metadata nests at most ``MAX_METADATA_DEPTH`` levels of objects and arrays (checked without
+  recursion; a line nested past the JSON parser's own limit is rejected the same way);
 * no NUL character (``\\u0000``) and no unpaired surrogate anywhere (PostgreSQL can store
   neither in ``text`` nor in ``jsonb``);
 * duplicate ids within one input are *not* rejected here: both rows are yielded and the upsert
@@ -36,7 +39,9 @@ from embedplat.errors import InputProblem, InvalidInputError
 
 __all__ = [
     "FORMATS",
+    "MAX_ID_BYTES",
     "MAX_LINE_BYTES",
+    "MAX_METADATA_DEPTH",
     "MAX_RECORD_BYTES",
     "TEXT_SUFFIXES",
     "RecordInput",
@@ -44,12 +49,23 @@ __all__ = [
     "detect_format",
     "read_records",
     "records_from_dicts",
+    "unstorable_characters",
 ]
 
 #: The largest record text accepted, in bytes of UTF-8. PostgreSQL could store up to 1 GB, but a
 #: record this large is almost certainly a mistake (a whole dump in one field), and chunking it
 #: would stall a worker.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
+
+#: The longest record id accepted, in bytes of UTF-8 (1,000 ASCII characters). Ids are keys of
+#: a btree index, whose entries PostgreSQL caps at about 2,700 bytes: a longer id would fail the
+#: whole batch with the server's index error, so it is refused per row here, well below that.
+MAX_ID_BYTES = 1000
+
+#: How deeply a record's metadata may nest objects and arrays (the metadata object itself is
+#: level 1). Deeper documents are refused per row: parsing or walking them recursively would
+#: end in a RecursionError, and no filter can reach that deep (``filters.MAX_FILTER_DEPTH``).
+MAX_METADATA_DEPTH = 64
 
 #: A JSON line is rejected unparsed above this size. It is larger than ``MAX_RECORD_BYTES``
 #: because escapes (``\\u00e9``) and metadata make a line longer than its text; the cap keeps
@@ -314,24 +330,39 @@ def _jsonl_item(
     except UnicodeDecodeError as exc:
         return InputProblem(source, number, _utf8_reason(exc, "of the line"))
     try:
+        obj = _parse_line(text, number)
+    except RecursionError:
+        # json's decoder recurses once per level and gives up near 1,000 levels: this row only.
+        return InputProblem(source, number, _too_deep("the JSON line"))
+    except ValueError as exc:
+        return InputProblem(source, number, _json_reason(exc))
+    if obj is _BLANK:
+        return None
+    if type(obj) is not dict:
+        return InputProblem(source, number, f"expected a JSON object, got {_type_name(obj)}")
+    # A NUL or an unpaired surrogate can only come from a \u escape: look only then.
+    return _record_from_mapping(obj, source, number, fields, check_chars=b"\\u" in raw)
+
+
+_BLANK = object()
+
+
+def _parse_line(text: str, number: int) -> Any:
+    """The JSON value of a line, or ``_BLANK`` for a blank one; raises ValueError (and
+    RecursionError, for nesting past json's limit)."""
+    try:
         obj, end = _raw_decode(text)
         if end < len(text) - 1:  # "\r\n", trailing spaces or extra data: decode() judges
             obj = _decode(text)
+        return obj
     except ValueError:
         # The rare paths (blank line, byte-order mark, leading spaces) cost nothing on good
         # lines; decode() gives the canonical error.
         if number == 1:
             text = text.removeprefix("\ufeff")
         if not text.strip():
-            return None
-        try:
-            obj = _decode(text)
-        except ValueError as exc:
-            return InputProblem(source, number, _json_reason(exc))
-    if type(obj) is not dict:
-        return InputProblem(source, number, f"expected a JSON object, got {_type_name(obj)}")
-    # A NUL or an unpaired surrogate can only come from a \u escape: look only then.
-    return _record_from_mapping(obj, source, number, fields, check_chars=b"\\u" in raw)
+            return _BLANK
+        return _decode(text)
 
 
 def _skip_rest_of_line(readline: Callable[[int], bytes]) -> int:
@@ -600,6 +631,15 @@ def _record_from_mapping(
         )
     if not external_id or external_id.isspace():
         return InputProblem(source, line, f"missing id field {id_field!r} (the value is blank)")
+    if len(external_id) * 4 > MAX_ID_BYTES:  # up to 4 bytes a character: measure long ones
+        id_bytes = len(external_id.encode("utf-8", "surrogatepass"))
+        if id_bytes > MAX_ID_BYTES:
+            return InputProblem(
+                source,
+                line,
+                f"id of {id_bytes:,} bytes is over the {MAX_ID_BYTES:,}-byte limit "
+                "(MAX_ID_BYTES); use a shorter key, e.g. a hash of this one",
+            )
 
     text_fields = fields.text_fields
     if len(text_fields) == 1:  # the common case, without building a list
@@ -645,10 +685,12 @@ def _record_from_mapping(
             metadata = dict(metadata)  # do not alias the caller's dict
     else:
         metadata = {f: row[f] for f in fields.metadata_fields if f in row}
+    if metadata and not _within_depth(metadata):
+        return InputProblem(source, line, _too_deep("metadata"))
 
     if check_chars or from_python:
         for what, value in (("id", external_id), ("text", content), ("metadata", metadata)):
-            bad = _bad_characters(value)
+            bad = unstorable_characters(value)
             if bad:
                 return InputProblem(
                     source, line, f"{what} contains {bad}, which PostgreSQL cannot store"
@@ -661,27 +703,52 @@ def _record_from_mapping(
     return RecordInput(external_id, content, metadata, source, line)
 
 
-def _bad_characters(value: Any) -> str | None:
-    """What makes ``value`` unstorable in PostgreSQL text/jsonb, or None."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "a NUL character (\\u0000)"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "an unpaired UTF-16 surrogate (e.g. \\ud800)"
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            bad = _bad_characters(key) or _bad_characters(item)
-            if bad:
-                return bad
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            bad = _bad_characters(item)
-            if bad:
-                return bad
+def unstorable_characters(value: Any) -> str | None:
+    """What makes ``value`` (a string, or a JSON-like document of them) unstorable in
+    PostgreSQL ``text``/``jsonb``: ``"a NUL character (\\u0000)"``, ``"an unpaired UTF-16
+    surrogate (e.g. \\ud800)"``, or None when nothing does.
+
+    Walked without recursion; callers bound the depth first (:data:`MAX_METADATA_DEPTH`).
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character (\\u0000)"
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "an unpaired UTF-16 surrogate (e.g. \\ud800)"
+        elif isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
     return None
+
+
+def _within_depth(value: Any) -> bool:
+    """Whether ``value`` nests at most :data:`MAX_METADATA_DEPTH` levels of objects and arrays
+    (without recursion, and without going round a Python object that contains itself)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_METADATA_DEPTH:
+            return False
+        children = item.values() if isinstance(item, Mapping) else item
+        pending.extend(
+            (child, depth + 1) for child in children if isinstance(child, (Mapping, list, tuple))
+        )
+    return True
+
+
+def _too_deep(what: str) -> str:
+    return (
+        f"{what} is nested too deeply, limit {MAX_METADATA_DEPTH} levels of objects and arrays "
+        "(MAX_METADATA_DEPTH)"
+    )
 
 
 def _missing_text(text_fields: tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from tests.fix_cli import _env, run
+from tests.fix_embedders import UNLOADABLE_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "sample_corpus.jsonl"
@@ -227,12 +228,13 @@ def test_ingest_a_folder_lists_what_it_skips(url_env: dict[str, str], tmp_path: 
 def test_sync_of_every_collection_exits_1_naming_the_one_that_failed(
     url_env: dict[str, str],
 ) -> None:
-    run(["collection", "create", "broken", "--model", "no-such-model-anywhere"], url_env)
+    # Accepted at create (a known model name), failing at load: every sync of it fails.
+    run(["collection", "create", "broken", "--model", UNLOADABLE_MODEL], url_env)
     run(["ingest", "broken", "-"], url_env, stdin='{"id": "a", "text": "one"}\n')
     proc = run(["sync", "--json"], url_env, check=False)
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
     assert [f["collection"] for f in report["failed_collections"]] == ["broken"]
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: sync failed for 1 collection(s): broken: ")
+    assert line.startswith("error: sync failed for 1 collection(s): 'broken': ")
     assert "Traceback" not in proc.stderr

@@ -8,7 +8,7 @@ import typer
 
 from embedplat.cli.app import app, handle_errors, open_platform
 from embedplat.cli.options import CollectionArg, JsonFlag
-from embedplat.cli.output import print_json
+from embedplat.cli.output import print_json, shown
 
 
 @app.command()
@@ -45,7 +45,7 @@ def duplicates(
             typer.echo("no near-duplicates")
         for member in members:
             mark = "keep" if member.keeper else "    "
-            typer.echo(f"{member.group:>5}  {mark}  {member.id}")
+            typer.echo(f"{member.group:>5}  {mark}  {shown(member.id)}")
         return
     if json_out:
         for pair in pairs:
@@ -54,7 +54,7 @@ def duplicates(
     if not pairs:
         typer.echo("no near-duplicates")
     for pair in pairs:
-        typer.echo(f"{pair.similarity:.3f}  {pair.a}  {pair.b}")
+        typer.echo(f"{pair.similarity:.3f}  {shown(pair.a)}  {shown(pair.b)}")
 
 
 @app.command()
@@ -81,4 +81,6 @@ def anomalies(
     if not scores:
         typer.echo("no embedded records to score")
     for score in scores:
-        typer.echo(f"{score.rank:>6}. {score.score:.4f}  {score.percentile:6.2f}%  {score.id}")
+        typer.echo(
+            f"{score.rank:>6}. {score.score:.4f}  {score.percentile:6.2f}%  {shown(score.id)}"
+        )

@@ -8,9 +8,13 @@ Exit status of every command (docs/cli.md, "Exit status"):
   the wrong type or not among the choices, ``collection drop`` without ``--yes``): one
   ``error: ...`` line and a hint to ``--help`` on stderr;
 * ``130``: interrupted (Ctrl-C): ``error: interrupted``;
+* ``143``: terminated (SIGTERM): ``error: terminated``; like Ctrl-C it unwinds the command,
+  so a sync hands its leases back before the process ends;
 * ``141``: stdout was closed early (``embedplat export docs | head -1``): nothing printed,
   like any Unix tool ended by SIGPIPE.
 
+A database error the library does not translate (the server shut down mid-command, a
+constraint a race broke) is one ``error:`` line too, naming what failed, URL redacted.
 ``--debug`` shows the traceback of a failure instead of the one line.
 """
 
@@ -19,8 +23,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -30,23 +36,26 @@ from typer._click import exceptions as click_exceptions
 from typer._click.globals import get_current_context
 from typer._click.utils import PacifyFlushWrapper
 
+from embedplat.cli.output import shown
 from embedplat.config import Settings
-from embedplat.errors import ConfigurationError, EmbedplatError
+from embedplat.errors import EmbedplatError
 
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_PIPE_CLOSED",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "PROG_NAME",
+    "Terminated",
     "app",
     "collection_app",
+    "database_error_line",
     "db_app",
     "fail",
     "handle_errors",
     "main",
     "open_platform",
-    "settings",
     "usage_error",
 ]
 
@@ -54,7 +63,16 @@ PROG_NAME = "embedplat"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for `kill PID`
 EXIT_PIPE_CLOSED = 128 + 13  # SIGPIPE, what a shell reports for `yes | head -1`
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM while a command runs.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way (a sync of
+    all collections carries on past a failing one) swallows it; ``finally`` blocks still run.
+    """
 
 
 app = typer.Typer(
@@ -76,7 +94,6 @@ collection_app = typer.Typer(
 )
 
 _QUIET = logging.NullHandler()
-_DEVICE_HELP = "cpu, cuda, cuda:N (N a GPU number) or mps"
 
 
 @app.callback()
@@ -102,8 +119,10 @@ R = TypeVar("R")
 def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a command: embedplat errors become one ``error:`` line and exit status 1.
 
-    A closed stdout ends the command quietly (status 141); Ctrl-C prints ``error: interrupted``
-    (status 130). With ``--debug`` an error propagates with its traceback.
+    So do database errors the library left untranslated (:func:`database_error_line`). A
+    closed stdout ends the command quietly (status 141); Ctrl-C prints ``error: interrupted``
+    (status 130), SIGTERM ``error: terminated`` (status 143). With ``--debug`` an error
+    propagates with its traceback.
     """
 
     def decorator(command: Callable[P, R]) -> Callable[P, R]:
@@ -124,6 +143,21 @@ def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:
                 if _debug():
                     raise
                 fail("interrupted", status=EXIT_INTERRUPTED)
+            except Terminated:
+                if _debug():
+                    raise
+                fail("terminated", status=EXIT_TERMINATED)
+            except UnicodeEncodeError as exc:
+                # Text that cannot be UTF-8 (bytes of another encoding in a name, kept by
+                # Python as lone surrogates) reaching the database driver or a stream.
+                if _debug():
+                    raise
+                fail(f"{_command_path()}: text that is not valid UTF-8: {exc.reason}")
+            except Exception as exc:
+                line = database_error_line(exc, _command_path())
+                if line is None or _debug():
+                    raise
+                fail(line)
 
         return wrapper
 
@@ -131,9 +165,74 @@ def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 
 def fail(message: str, *, status: int = EXIT_FAILURE) -> NoReturn:
-    """Print ``error: MESSAGE`` (one line) on stderr and exit with ``status``."""
-    typer.echo(f"error: {_one_line(message)}", err=True)
+    """Print ``error: MESSAGE`` (one line, non-printable characters escaped) on stderr and exit
+    with ``status``."""
+    typer.echo(f"error: {shown(_one_line(message))}", err=True)
     raise SystemExit(status)
+
+
+def database_error_line(exc: BaseException, command: str) -> str | None:
+    """The one line for a database error (psycopg's, or SQLAlchemy's around one), or None
+    when ``exc`` is not one.
+
+    An error of embedplat's SQL functions reads as the library's own error
+    (:func:`embedplat.errors.from_server_error`); any other names the command, the kind of
+    error and the server's first line, with the database URL and its password masked.
+    """
+    orig = _database_error(exc)
+    if orig is None:
+        return None
+    from embedplat.errors import from_server_error, server_message
+
+    known = from_server_error(orig)
+    if known is not None:
+        return _redacted(str(known))
+    sqlstate = getattr(orig, "sqlstate", None)
+    detail = server_message(orig).strip() or "no message"
+    kind = type(orig).__name__
+    if (sqlstate is None and kind == "OperationalError") or str(sqlstate)[:2] in ("08", "57"):
+        # The connection itself failed, or the server ended it (shut down, restarted).
+        what = "lost the database connection"
+        detail += "; check that the server runs (`embedplat db status`) and run this again"
+    else:
+        what = f"database error {kind}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+    return _redacted(f"{command}: {what}: {detail}")
+
+
+def _database_error(exc: BaseException) -> BaseException | None:
+    import psycopg  # here: only a failing command pays for the imports
+
+    if isinstance(exc, psycopg.Error):
+        return exc
+    if "sqlalchemy" in sys.modules:  # SQLAlchemy wraps the driver's error (migrations)
+        from sqlalchemy.exc import DBAPIError
+
+        if isinstance(exc, DBAPIError):
+            return exc.orig if isinstance(exc.orig, psycopg.Error) else exc
+    return None
+
+
+def _redacted(message: str) -> str:
+    """``message`` with the configured database URL, and its password, masked."""
+    url = os.environ.get("EMBEDPLAT_DATABASE_URL")
+    if not url:
+        return message
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    from embedplat.db.connection import SECRET_PARAMETERS, libpq_url, redact
+
+    if url in message:
+        message = message.replace(url, redact(url))
+    try:
+        params = conninfo_to_dict(libpq_url(url))
+    except psycopg.ProgrammingError:  # not parseable: nothing to find in the message
+        return message
+    for key in SECRET_PARAMETERS:
+        secret = str(params.get(key) or "")
+        if secret:
+            message = message.replace(secret, "***")
+    return message
 
 
 def usage_error(message: str) -> click_exceptions.UsageError:
@@ -143,9 +242,14 @@ def usage_error(message: str) -> click_exceptions.UsageError:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: run the command line, apply the exit rule."""
+    previous = _catch_sigterm()
     try:
         status = app(args=argv, prog_name=PROG_NAME, standalone_mode=False)
         sys.stdout.flush()
+    except Terminated:  # outside a command (while starting up)
+        fail("terminated", status=EXIT_TERMINATED)
+    except KeyboardInterrupt:
+        fail("interrupted", status=EXIT_INTERRUPTED)
     except BrokenPipeError:
         _pipe_closed()
     except SystemExit:
@@ -159,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         typer.echo(exc.format_message(), err=True)
         raise SystemExit(EXIT_USAGE) from None
     except click_exceptions.UsageError as exc:
-        typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+        typer.echo(f"error: {shown(_one_line(exc.format_message()))}", err=True)
         if exc.ctx is not None:
             typer.echo(f"Try '{exc.ctx.command_path} --help' for help.", err=True)
         raise SystemExit(EXIT_USAGE) from None
@@ -171,34 +275,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         if _debug_argv(argv):
             raise
         fail(str(exc))
+    finally:
+        _restore_sigterm(previous)
     raise SystemExit(status if isinstance(status, int) else 0)
-
-
-def settings() -> Settings:
-    """Settings from the environment, checked where the library would only fail later."""
-    result = Settings.from_env()
-    if result.device is not None and not _valid_device(result.device):
-        # Checked before any model loads: otherwise torch's error surfaces as "cannot load
-        # embedding model", which hides the variable at fault.
-        raise ConfigurationError(
-            f"EMBEDPLAT_DEVICE must be {_DEVICE_HELP}, got {result.device!r}; "
-            "unset it to choose automatically"
-        )
-    return result
 
 
 def open_platform() -> Any:
     """A connected :class:`~embedplat.api.Platform` (imported late: `--help` stays fast)."""
     from embedplat.api import Platform
 
-    return Platform.connect(settings=settings())
+    return Platform.connect(settings=Settings.from_env())
 
 
-def _valid_device(device: str) -> bool:
-    if device in ("cpu", "cuda", "mps"):
-        return True
-    prefix, _, number = device.partition(":")
-    return prefix == "cuda" and number.isdigit()
+def _catch_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; the previous handler, or
+    None where no handler can be set (not the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        return None
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM must not interrupt the clean-up the first one started (releasing
+    # leases takes one statement); SIGKILL still ends the process at once.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:  # set by _catch_sigterm, so in the main thread
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _pipe_closed() -> NoReturn:
@@ -211,6 +318,14 @@ def _pipe_closed() -> NoReturn:
     finally:
         os.close(devnull)
     raise SystemExit(EXIT_PIPE_CLOSED)
+
+
+def _command_path() -> str:
+    """The running command's words (``collection drop``), for messages."""
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return PROG_NAME
+    return ctx.command_path.removeprefix(PROG_NAME).strip() or PROG_NAME
 
 
 def _debug() -> bool:

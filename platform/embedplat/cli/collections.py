@@ -8,7 +8,7 @@ import typer
 
 from embedplat.cli.app import collection_app, handle_errors, open_platform, usage_error
 from embedplat.cli.options import CollectionArg, JsonFlag
-from embedplat.cli.output import print_json
+from embedplat.cli.output import print_json, shown
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 
 
@@ -33,7 +33,7 @@ def collection_create(
     if json_out:
         print_json(info.to_json())
     else:
-        typer.echo(f"created collection {info.name!r} (model {info.model_name})")
+        typer.echo(f"created collection {info.name!r} (model {shown(info.model_name)})")
 
 
 @collection_app.command("list")
@@ -49,8 +49,8 @@ def collection_list(json_out: JsonFlag = False) -> None:
         typer.echo("no collections")
     for info in infos:
         typer.echo(
-            f"{info.name}\tmodel={info.model_name}\tchunk_tokens={info.chunk_tokens}"
-            f"\tchunk_overlap={info.chunk_overlap}"
+            f"{shown(info.name)}\tmodel={shown(info.model_name)}"
+            f"\tchunk_tokens={info.chunk_tokens}\tchunk_overlap={info.chunk_overlap}"
         )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, cast
 
 import typer
 
 from embedplat.cli.app import app, handle_errors, open_platform
 from embedplat.cli.options import CollectionArg, ExportFormatChoice
-from embedplat.cli.output import bar
+from embedplat.cli.output import PrintableWriter, bar, shown
 from embedplat.errors import InvalidInputError
 
 
@@ -37,9 +37,12 @@ def export(
     with open_platform() as platform:
         total = platform.export_count(collection, chunks=chunks) if show_bar else 0
         with bar("exporting", total, enabled=show_bar) as advance:
+            # On stdout, characters that could drive a terminal (ESC, U+202E) go out as JSON
+            # escapes: the same JSON. A file gets the text exactly as stored.
+            stream = cast(IO[str], PrintableWriter(sys.stdout))
             written = platform.export(
                 collection,
-                output if output is not None else sys.stdout,
+                output if output is not None else stream,
                 chunks=chunks,
                 vectors=vectors,
                 format=output_format.value,
@@ -47,4 +50,4 @@ def export(
             )
     if output is not None:
         unit = "chunks" if chunks else "records"
-        typer.echo(f"exported {written:,} {unit} to {output}", err=True)
+        typer.echo(f"exported {written:,} {unit} to {shown(output)}", err=True)

@@ -8,7 +8,7 @@ import typer
 
 from embedplat.cli.app import app, handle_errors, open_platform
 from embedplat.cli.options import CollectionArg, IndexMethod, JsonFlag
-from embedplat.cli.output import print_json
+from embedplat.cli.output import print_json, shown
 from embedplat.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -57,11 +57,11 @@ def index(
         return
     options = ", ".join(f"{key}={value}" for key, value in report.options.items())
     if not report.built:
-        typer.echo(f"{collection}: stored index options ({options}); {report.note}")
+        typer.echo(f"{shown(collection)}: stored index options ({options}); {report.note}")
         return
     verb = "rebuilt" if report.replaced else "built"
     typer.echo(
-        f"{verb} {report.index} ({options}) over {report.vectors:,} vectors "
+        f"{verb} {shown(report.index)} ({options}) over {report.vectors:,} vectors "
         f"in {report.seconds:.1f}s"
     )
 

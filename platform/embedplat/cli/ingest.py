@@ -6,16 +6,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from embedplat.cli.app import app, handle_errors, open_platform
+from embedplat.cli.app import app, fail, handle_errors, open_platform
 from embedplat.cli.options import CollectionArg, InputFormat, JsonFlag, OnErrorChoice
-from embedplat.cli.output import counter, print_json
+from embedplat.cli.output import counter, print_json, shown
 from embedplat.errors import IngestError
 
 if TYPE_CHECKING:
     from embedplat.ingest import SkippedFile
+    from embedplat.store import IngestResult
 
 #: Skipped files listed one per line on stderr; the rest are counted (all are in --json).
 SKIPPED_SHOWN = 10
+#: Duplicate ids named in the summary line; the rest are counted (--json has the first ones).
+DUPLICATES_SHOWN = 5
 
 
 @app.command()
@@ -58,7 +61,8 @@ def ingest(
 
     COLLECTION is created with the defaults of `collection create` if it does not exist. A
     folder gives one record per .txt, .md, .markdown or .rst file (recursively; id = path
-    inside the folder); other and hidden files are listed as skipped.
+    inside the folder); other and hidden files are listed as skipped. With --on-error skip,
+    an input whose every row is rejected fails (exit status 1).
     """
     from embedplat.ingest import read_records
 
@@ -94,22 +98,42 @@ def ingest(
             raise
     if json_out:
         print_json({**result.to_json(), "skipped": _skipped_json(skipped)})
-        return
-    typer.echo(
-        f"{collection}: {result.inserted} inserted, {result.updated} updated, "
+    else:
+        typer.echo(summary_line(collection, result, len(skipped)))
+        for problem in result.problems:
+            typer.echo(f"  rejected {shown(problem)}", err=True)
+        if result.rejected > len(result.problems):
+            typer.echo(f"  ... and {result.rejected - len(result.problems)} more", err=True)
+        _report_skipped(skipped)
+    if result.rejected and not result.accepted:
+        # --on-error skip with nothing good in the input: a failure, not a quiet 0.
+        rows = f"{result.rejected:,} row{'s' if result.rejected != 1 else ''}"
+        where = "the problems are in the JSON above" if json_out else "listed above"
+        fail(f"nothing was ingested: every input row was rejected ({rows}, {where})")
+
+
+def summary_line(collection: str, result: IngestResult, skipped_files: int = 0) -> str:
+    """``docs: 3 inserted, ... 1 rejected, 2 duplicates (the later row won: 'a', 'b')``."""
+    line = (
+        f"{shown(collection)}: {result.inserted} inserted, {result.updated} updated, "
         f"{result.metadata_updated} metadata-only, {result.unchanged} unchanged, "
-        f"{result.rejected} rejected" + (f", {len(skipped)} files skipped" if skipped else "")
+        f"{result.rejected} rejected"
     )
-    for problem in result.problems:
-        typer.echo(f"  rejected {problem}", err=True)
-    if result.rejected > len(result.problems):
-        typer.echo(f"  ... and {result.rejected - len(result.problems)} more", err=True)
-    _report_skipped(skipped)
+    if result.duplicates:
+        # repr: an id with a comma, a quote or a control character stays unambiguous.
+        ids = [repr(i) for i in result.duplicate_ids[:DUPLICATES_SHOWN]]
+        if result.duplicates > len(ids):
+            ids.append("...")
+        noun = "duplicate" if result.duplicates == 1 else "duplicates"
+        line += f", {result.duplicates} {noun} (the later row won: {', '.join(ids)})"
+    if skipped_files:
+        line += f", {skipped_files} files skipped"
+    return line
 
 
 def _report_skipped(skipped: list[SkippedFile]) -> None:
     for item in skipped[:SKIPPED_SHOWN]:
-        typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+        typer.echo(f"  skipped {shown(item.path)}: {shown(item.reason)}", err=True)
     if len(skipped) > SKIPPED_SHOWN:
         typer.echo(
             f"  ... and {len(skipped) - SKIPPED_SHOWN} more skipped (all are in --json)",

@@ -17,9 +17,24 @@ __all__ = [
     "JsonFlag",
     "OnErrorChoice",
     "ProbesOption",
+    "storable_text",
 ]
 
-CollectionArg = Annotated[str, typer.Argument(metavar="COLLECTION", help="Collection name.")]
+
+def storable_text(value: str | None) -> str | None:
+    """Refuse an argument PostgreSQL could not even look up: a NUL, or bytes that are not
+    UTF-8 (Python keeps them as lone surrogates); a usage error (exit status 2)."""
+    from embedplat.ingest import unstorable_characters
+
+    bad = unstorable_characters(value) if value is not None else None
+    if bad:
+        raise typer.BadParameter(f"contains {bad}; give valid UTF-8 text")
+    return value
+
+
+CollectionArg = Annotated[
+    str, typer.Argument(metavar="COLLECTION", help="Collection name.", callback=storable_text)
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 FilterOption = Annotated[
     str | None,

@@ -1,4 +1,11 @@
-"""What commands print: JSON for scripts, result lines, rich progress on terminals (stderr)."""
+"""What commands print: JSON for scripts, result lines, rich progress on terminals (stderr).
+
+User text (collection names, ids, chunk text, metadata, error messages) reaches the terminal
+only through :func:`shown` (or JSON escapes, :func:`json_line`) and reaches rich only as
+:class:`rich.text.Text` or with ``markup=False``: a name like ``[/bold]`` is not markup, and a
+newline, ESC or U+202E in an id can neither break a line, drive the terminal, nor reorder
+what follows it.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +13,78 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
 if TYPE_CHECKING:
     from embedplat.search import SearchHit
 
-__all__ = ["SyncBar", "bar", "counter", "print_hits", "print_json"]
+__all__ = [
+    "PrintableWriter",
+    "SyncBar",
+    "bar",
+    "counter",
+    "json_line",
+    "print_hits",
+    "print_json",
+    "shown",
+]
+
+
+def shown(value: object) -> str:
+    """``value`` as text with every non-printable character written as a Python escape.
+
+    Newline, tab, ESC, bidi controls such as U+202E and lone surrogates become ``\\n``,
+    ``\\t``, ``\\x1b``, ``\\u202e``, ``\\udcff`` (as ``repr`` writes them); everything
+    printable, accented letters and other scripts included, stays as it is.
+    """
+    text = str(value)
+    if text.isprintable():  # the common case, at C speed
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of JSON: UTF-8 as is, except non-printable characters, which
+    become ``\\uXXXX`` escapes (the same JSON, safe on a terminal)."""
+    return _printable_json(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def print_json(value: Any) -> None:
-    """One JSON document on one line (UTF-8 as is, dates and paths as strings)."""
-    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+    """One JSON document on one line (see :func:`json_line`; dates and paths as strings)."""
+    typer.echo(json_line(value))
+
+
+class PrintableWriter:
+    """A text stream for JSON Lines that writes non-printable characters as JSON escapes.
+
+    Only for JSON: there such a character can only stand inside a string, where its escape
+    means the same (json escapes line breaks itself, so a bare ``\\n`` ends a line).
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        return self._out.write(_printable_json(text))
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def _printable_json(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else _json_escape(c) for c in text)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code > 0xFFFF:  # outside the BMP: a UTF-16 surrogate pair, as JSON spells it
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def print_hits(hits: Sequence[SearchHit], *, indent: str = "") -> None:
@@ -27,7 +93,7 @@ def print_hits(hits: Sequence[SearchHit], *, indent: str = "") -> None:
         typer.echo(f"{indent}(no results)")
     for rank, hit in enumerate(hits, 1):
         snippet = " ".join(hit.chunk.split())[:100]
-        typer.echo(f"{rank:>3}. {hit.score:.3f}  {hit.id}  {snippet}")
+        typer.echo(f"{rank:>3}. {hit.score:.3f}  {shown(hit.id)}  {shown(snippet)}")
 
 
 @contextmanager
@@ -41,8 +107,8 @@ def counter(unit: str, *, enabled: bool) -> Iterator[Callable[[int], None]]:
 
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.completed:,.0f} " + unit),
+        TextColumn("{task.description}", markup=False),
+        TextColumn("{task.completed:,.0f} " + unit, markup=False),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
@@ -68,7 +134,7 @@ def bar(description: str, total: int, *, enabled: bool) -> Iterator[Callable[[in
     )
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -97,7 +163,8 @@ class SyncBar:
         )
 
         self._progress = Progress(
-            TextColumn("{task.description:<22}"),
+            # Descriptions hold collection names: never markup.
+            TextColumn("{task.description:<22}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:>9}"),
@@ -118,9 +185,11 @@ class SyncBar:
 
     def start(self, collection: str, records: int, chunks: int) -> None:
         self._records = self._progress.add_task(
-            f"{collection}: chunk records", total=records, rate=""
+            f"{shown(collection)}: chunk records", total=records, rate=""
         )
-        self._chunks = self._progress.add_task(f"{collection}: embed chunks", total=chunks, rate="")
+        self._chunks = self._progress.add_task(
+            f"{shown(collection)}: embed chunks", total=chunks, rate=""
+        )
 
     def chunked(self, records: int, new_chunks: int) -> None:
         if self._records is None or self._chunks is None:

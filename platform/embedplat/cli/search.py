@@ -8,16 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from embedplat.cli.app import app, handle_errors, open_platform
+from embedplat.cli.app import app, handle_errors, open_platform, usage_error
 from embedplat.cli.options import (
     CollectionArg,
     EfSearchOption,
     FilterOption,
     JsonFlag,
     ProbesOption,
+    storable_text,
 )
-from embedplat.cli.output import print_hits, print_json
+from embedplat.cli.output import print_hits, print_json, shown
 from embedplat.errors import InvalidInputError
+from embedplat.ingest import unstorable_characters
 
 
 @app.command()
@@ -48,7 +50,10 @@ def search(
     probes: ProbesOption = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Find the records nearest to a query text (or to each query of a file)."""
+    """Find the records nearest to a query text (or to each query of a file).
+
+    A blank query, or one with a NUL character or text that is not valid UTF-8, is refused.
+    """
     batch = load_queries(query, queries)
     filter_value = parse_filter(filter_json)
     if k < 1:
@@ -73,7 +78,7 @@ def search(
         if json_out:
             print_json({"query_id": query_id, "query": text, "hits": [h.to_json() for h in hits]})
             continue
-        typer.echo(f"# {text}")
+        typer.echo(f"# {shown(text)}")
         print_hits(hits, indent="  ")
 
 
@@ -81,7 +86,10 @@ def search(
 @handle_errors()
 def similar(
     collection: CollectionArg,
-    record_id: Annotated[str, typer.Argument(metavar="ID", help="External id of the record.")],
+    record_id: Annotated[
+        str,
+        typer.Argument(metavar="ID", help="External id of the record.", callback=storable_text),
+    ],
     k: Annotated[int, typer.Option("-k", help="Records to return.")] = 10,
     filter_json: FilterOption = None,
     ef_search: EfSearchOption = None,
@@ -115,7 +123,16 @@ def load_queries(words: list[str] | None, path: Path | None) -> list[tuple[Any, 
     if words and path:
         raise InvalidInputError("give a query text or --queries FILE, not both")
     if words:
-        return [(0, " ".join(words))]
+        # The command line's own mistakes: usage errors (exit status 2), as for a missing one.
+        text = " ".join(words)
+        if not text.strip():
+            raise usage_error("the query is blank; give the words to search for")
+        bad = unstorable_characters(text)
+        if bad:
+            # From the command line, a surrogate means bytes that are not UTF-8 (Python keeps
+            # them as lone surrogates); PostgreSQL could neither store nor search them.
+            raise usage_error(f"the query contains {bad}; give valid UTF-8 text")
+        return [(0, text)]
     if path is None:
         raise InvalidInputError("give a query text or --queries FILE.jsonl")
     batch: list[tuple[Any, str]] = []
@@ -136,6 +153,11 @@ def load_queries(words: list[str] | None, path: Path | None) -> list[tuple[Any, 
             or not obj["text"].strip()
         ):
             raise InvalidInputError(f'{path}:{number}: expected an object with a "text" string')
+        bad = unstorable_characters(obj["text"])
+        if bad:
+            raise InvalidInputError(
+                f"{path}:{number}: the query text contains {bad}, which PostgreSQL cannot search"
+            )
         batch.append((obj.get("id", len(batch)), obj["text"]))
     if not batch:
         raise InvalidInputError(f"{path}: no queries")

@@ -1,20 +1,41 @@
-"""`embedplat status`: per-collection counts and queue lag."""
+"""`embedplat status`: per-collection counts, queue lag and leases held."""
 
 from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from embedplat.cli.app import app, handle_errors, open_platform
 from embedplat.cli.options import JsonFlag
-from embedplat.cli.output import print_json
+from embedplat.cli.output import print_json, shown
 
-_COLUMNS = ("collection", "model", "records", "chunks", "embedded", "stale", "failed", "lag")
+if TYPE_CHECKING:
+    from embedplat.status import CollectionStatus
+
+_COLUMNS = (
+    "collection",
+    "model",
+    "records",
+    "chunks",
+    "embedded",
+    "stale",
+    "leased",
+    "failed",
+    "lag",
+)
+_LEFT = ("collection", "model")
+_PIPE_WIDTH = 1000
 
 
 @app.command()
 @handle_errors()
 def status(json_out: JsonFlag = False) -> None:
-    """Per collection: records, chunks, embedded chunks, stale, failed, model, queue lag."""
+    """Per collection: records, chunks, embedded, stale, leased and failed chunks, queue lag.
+
+    Below the table, the processes holding leases on chunks, and whether each is alive.
+    """
     with open_platform() as platform:
         rows = platform.status()
     if json_out:
@@ -25,20 +46,40 @@ def status(json_out: JsonFlag = False) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table()
     for column in _COLUMNS:
-        table.add_column(column, justify="left" if column in ("collection", "model") else "right")
-    for row in rows:
-        lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:.0f}s"
-        table.add_row(
-            row.name,
-            row.model,
-            f"{row.records:,}",
-            f"{row.chunks:,}",
-            f"{row.embedded:,}",
-            f"{row.stale:,}",
-            f"{row.failed:,}",
-            lag,
+        # Names wrap inside their cell on a narrow terminal rather than being cut short.
+        table.add_column(
+            column,
+            justify="left" if column in _LEFT else "right",
+            overflow="fold" if column in _LEFT else "ellipsis",
         )
-    Console().print(table)
+    for row in rows:
+        # Text, not str: rich would read a name like "[/bold]" as markup (and ":x:" as emoji).
+        table.add_row(*(Text(cell) for cell in _cells(row)))
+    # A pipe or file has no width: give the table what it needs instead of rich's 80 columns.
+    Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH).print(table)
+    for row in rows:
+        for holder in row.lease_holders:
+            state = "alive" if holder.alive else "gone"
+            typer.echo(
+                f"{shown(row.name)}: {holder.chunks:,} chunks leased by {shown(holder.holder)} "
+                f"({state}) until {holder.leased_until.isoformat(timespec='seconds')}"
+            )
+
+
+def _cells(row: CollectionStatus) -> list[str]:
+    lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:.0f}s"
+    return [
+        shown(row.name),
+        shown(row.model),
+        f"{row.records:,}",
+        f"{row.chunks:,}",
+        f"{row.embedded:,}",
+        f"{row.stale:,}",
+        f"{row.leased_chunks:,}",
+        f"{row.failed:,}",
+        lag,
+    ]

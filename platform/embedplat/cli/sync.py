@@ -9,7 +9,7 @@ import typer
 
 from embedplat.cli.app import app, fail, handle_errors, open_platform
 from embedplat.cli.options import JsonFlag
-from embedplat.cli.output import SyncBar, print_json
+from embedplat.cli.output import SyncBar, print_json, shown
 from embedplat.config import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def sync(
         _print_report(report, extra, drift)
     if report.failures:
         # A sync of every collection carries on past a failing one; the exit status says so.
-        failed = "; ".join(f"{f.collection}: {f.error}" for f in report.failures)
+        failed = "; ".join(f"{f.collection!r}: {f.error}" for f in report.failures)
         fail(f"sync failed for {len(report.failures)} collection(s): {failed}")
 
 
@@ -82,14 +82,25 @@ def _print_report(report: SyncReport, extra: dict[str, Any], drift: ReconcileRep
         f"in {report.seconds:.1f}s"
     )
     for name in report.indexes_built:
-        typer.echo(f"built index {name}")
+        typer.echo(f"built index {shown(name)}")
     if report.chunks_leased_elsewhere:
-        holders = ", ".join(sorted({h.holder for h in report.leased_elsewhere}))
-        typer.echo(
-            f"note: {report.chunks_leased_elsewhere} chunks are leased by other live "
-            f"processes ({holders}); they embed them",
-            err=True,
-        )
+        typer.echo(f"note: {leases_line(report)}", err=True)
+
+
+def leases_line(report: SyncReport) -> str:
+    """What this sync left to other processes: their chunks, and whether each holder lives."""
+    holders = [
+        f"{shown(h.holder)} ({'alive' if h.alive else 'gone'}, {h.chunks:,} chunks of "
+        f"{h.collection!r})"
+        for h in report.leased_elsewhere
+    ]
+    gone = any(not h.alive for h in report.leased_elsewhere)
+    return (
+        f"{report.chunks_leased_elsewhere:,} chunks are leased by other processes: "
+        + ", ".join(holders)
+        + "; a live holder embeds its chunks"
+        + (", the next sync takes a gone holder's" if gone else "")
+    )
 
 
 #: How `sync --reconcile` names each count of the reconcile report (singular, plural).

@@ -235,6 +235,48 @@ def measure(
     return out
 
 
+def _seconds(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    if row["runs"] < RUNS:
+        return f"{row['median_s']:.3g} s ({row['runs']} run)"
+    return f"{row['median_s']:.3g} s ({row['min_s']:.3g}-{row['max_s']:.3g})"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Tables of median seconds (min-max of the runs) per size, current vs baseline."""
+    current = result.get("current", {}).get("results", {})
+    baseline = result.get("baseline", {}).get("results", {})
+    out: list[str] = []
+    for counter_name in COUNTERS:
+        for shape in (*SHAPES, *EXTRA_SHAPES):
+            entry = current.get(counter_name, {}).get(shape)
+            if entry is None:
+                continue
+            before = baseline.get(counter_name, {}).get(shape)
+            old_rows = {r["bytes"]: r for r in (before or {}).get("sizes", [])}
+            out += [
+                f"**{shape}**, {counter_name} counter (measured {entry['measured_at']}"
+                + (f"; baseline: {before['label']}, {before['measured_at']}" if before else "")
+                + ")",
+                "",
+                "| size | chunks | seconds, now | seconds, before | before / now |",
+                "|---:|---:|---:|---:|---:|",
+            ]
+            for row in entry["sizes"]:
+                old = old_rows.get(row["bytes"])
+                ratio = f"{old['median_s'] / row['median_s']:.1f}x" if old else "-"
+                out.append(
+                    f"| {row['bytes'] / 1e6:.2f} MB | {row['chunks']} | {_seconds(row)} | "
+                    f"{_seconds(old)} | {ratio} |"
+                )
+            exponent = f"fitted exponent now {entry['exponent']}"
+            if before:
+                exponent += f", before {before['exponent']}"
+            out += ["", exponent + " (1 = linear, 2 = quadratic)", ""]
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -294,6 +336,7 @@ def main() -> None:
     for section in ("current", "baseline"):
         if section not in result and section in previous:
             result[section] = previous[section]
+    print(markdown(result))
     if not args.no_write:
         print(f"wrote {write_result(NAME, result)}")
 

@@ -59,7 +59,7 @@ def revoke_command(role: RoleArg, collection: CollectionArg, json_out: JsonFlag 
 def grants_command(
     collection: Annotated[
         str | None,
-        typer.Argument(metavar="[COLLECTION]", help="Only this collection's grants."),
+        typer.Argument(metavar="COLLECTION", help="Only this collection's grants."),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

@@ -4,7 +4,6 @@ keeper rule, multi-chunk records, identical content without vectors, index use, 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import numpy as np
@@ -298,25 +297,27 @@ def test_groups_are_connected_components_and_the_oldest_record_is_kept(
     w = distinct_words(16)
     platform.create_collection("g", model=HASH)
     # A chain: x ~ y (0.75) and y ~ z (0.75), but x !~ z (0.5) at threshold 0.7.
-    platform.ingest("g", [{"id": "z", "text": f"{w[0]} {w[1]} {w[4]} {w[5]}"}])
-    time.sleep(0.01)
+    # A pair p ~ q, and a record alike to none.
     platform.ingest(
         "g",
         [
-            {"id": "y", "text": f"{w[0]} {w[1]} {w[2]} {w[5]}"},
             {"id": "x", "text": f"{w[0]} {w[1]} {w[2]} {w[3]}"},
-        ],
-    )
-    time.sleep(0.01)
-    # A pair ingested together (created_at ties): the smaller external id is kept.
-    platform.ingest(
-        "g",
-        [
+            {"id": "y", "text": f"{w[0]} {w[1]} {w[2]} {w[5]}"},
+            {"id": "z", "text": f"{w[0]} {w[1]} {w[4]} {w[5]}"},
             {"id": "q", "text": f"{w[8]} {w[9]} {w[10]} {w[11]}"},
             {"id": "p", "text": f"{w[8]} {w[9]} {w[10]} {w[12]}"},
             {"id": "alone", "text": f"{w[13]} {w[14]} {w[15]}"},
         ],
     )
+    # Ages set explicitly (one ingest gives them all one timestamp): z is the oldest of its
+    # group although its id sorts last; x and y tie, and so do p and q (the smaller id is kept).
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        conn.execute(
+            "UPDATE embedplat.records r SET created_at = v.at::timestamptz "
+            "FROM (VALUES ('z', '2001-01-01'), ('x', '2001-01-02'), ('y', '2001-01-02'), "
+            "('p', '2001-01-03'), ('q', '2001-01-03'), ('alone', '2001-01-03')) AS v(id, at) "
+            "WHERE r.external_id = v.id"
+        )
     hash_sync(db_url, "g")
     pairs = _pairs(platform.near_duplicates("g"))
     assert set(pairs) == {("x", "y"), ("y", "z"), ("p", "q")}

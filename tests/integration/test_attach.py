@@ -262,10 +262,9 @@ def test_delete_and_truncate_remove_records_chunks_and_vectors_in_the_same_trans
         assert app.execute(counts).fetchone() == (0, 0, 0)
     # a rolled-back delete leaves everything
     app.execute("INSERT INTO articles (id, title) VALUES (7, 'seven')")
-    with pytest.raises(psycopg.errors.RaiseException):
-        with app.transaction():
-            app.execute("DELETE FROM articles")
-            app.execute("DO $$ BEGIN RAISE EXCEPTION 'app rolls back'; END $$")
+    with pytest.raises(psycopg.errors.RaiseException), app.transaction():
+        app.execute("DELETE FROM articles")
+        app.execute("DO $$ BEGIN RAISE EXCEPTION 'app rolls back'; END $$")
     assert set(_records(app)) == {"7"}
 
 

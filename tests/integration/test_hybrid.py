@@ -17,11 +17,11 @@ import pytest
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
-from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import InvalidInputError
 from embedplat.search import HybridHit, hybrid_search_vector, search_vector
 from tests.filter_oracle import matches
 from tests.fix_cli import _env, run
+from tests.fix_embedders import HashEmbedder
 
 from .real_corpus import MODEL, exact_search, real_docs_collection
 from .search_helpers import hash_collection, plans

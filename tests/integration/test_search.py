@@ -11,9 +11,9 @@ import pytest
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
-from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import ModelMismatchError
 from embedplat.search import search_vector
+from tests.fix_embedders import HashEmbedder
 
 from .search_helpers import hash_collection, hash_sync, plans, word_rows
 

@@ -499,6 +499,18 @@ ON CONFLICT (chunk_id, model_id) DO UPDATE
 SET embedding = EXCLUDED.embedding, text_hash = EXCLUDED.text_hash, created_at = now()
 """
 
+_LOCK_RECORDS = """
+SELECT r.id
+FROM embedplat.records r
+WHERE r.id IN (SELECT ch.record_id FROM embedplat.chunks ch WHERE ch.id = ANY(%(ids)s))
+ORDER BY r.id
+FOR KEY SHARE
+"""
+
+_LOCK_CHUNKS = """
+SELECT ch.id FROM embedplat.chunks ch WHERE ch.id = ANY(%(ids)s) ORDER BY ch.id FOR KEY SHARE
+"""
+
 _FAIL = """
 UPDATE embedplat.embedding_queue
 SET attempts = attempts + 1,
@@ -534,11 +546,17 @@ def store_vectors(
     """Compare-and-set write; returns how many vectors were stored."""
     if not chunks:
         return 0
+    ids = [c.chunk_id for c in chunks]
     with conn.transaction():
+        # Lock order records -> chunks -> queue rows, as a DELETE of a record cascades: the
+        # foreign-key checks of the vector insert would otherwise take the record and chunk
+        # locks after the queue rows, and deadlock with a delete of the same record.
+        conn.execute(_LOCK_RECORDS, {"ids": ids})
+        conn.execute(_LOCK_CHUNKS, {"ids": ids})
         cur = conn.execute(
             _STORE,
             {
-                "ids": [c.chunk_id for c in chunks],
+                "ids": ids,
                 "hashes": [c.text_hash for c in chunks],
                 "vectors": [vector_literal(v) for v in vectors],
                 "model": model_id,
@@ -568,6 +586,9 @@ def record_failure(
     return None if row is None else str(row[0])
 
 
+_UNUSABLE_VECTOR = "the model returned a vector of zeros or non-finite numbers for this text"
+
+
 def embed_isolating_failures(
     embedder: Embedder, chunks: Sequence[ClaimedChunk]
 ) -> tuple[list[tuple[ClaimedChunk, np.ndarray]], list[tuple[ClaimedChunk, BaseException]]]:
@@ -586,7 +607,15 @@ def embed_isolating_failures(
             run(part[:middle])
             run(part[middle:])
             return
-        ok.extend(zip(part, vectors, strict=True))
+        # A vector with no direction (all zeros, NaN, infinity) has no cosine distance: storing
+        # it would make every similarity, duplicate and anomaly score involving it NaN.
+        vectors = np.asarray(vectors, dtype=np.float32)
+        usable = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).max(axis=1) > 0)
+        for chunk, vector, good in zip(part, vectors, usable, strict=True):
+            if good:
+                ok.append((chunk, vector))
+            else:
+                failed.append((chunk, ValueError(_UNUSABLE_VECTOR)))
 
     if chunks:
         run(chunks)

@@ -109,3 +109,46 @@ def test_batches_are_bounded_by_size() -> None:
     assert _batch_by_size([(1, 100), (2, 1)], 25) == [1]  # a huge record goes alone
     assert _batch_by_size([(1, 1), (2, 100)], 25) == [1]  # ... in a transaction of its own
     assert _batch_by_size([], 25) == []
+
+
+class _ZeroEmbedder(HashEmbedder):
+    """Returns a zero vector for texts that say ZERO and NaNs for texts that say NAN."""
+
+    def embed(self, texts):
+        vectors = super().embed(texts)
+        for i, text in enumerate(texts):
+            if "ZERO" in text:
+                vectors[i] = 0.0
+            if "NAN" in text:
+                vectors[i] = float("nan")
+        return vectors
+
+
+def test_zero_or_nan_vectors_are_item_failures(platform: Platform, db_url: str) -> None:
+    platform.create_collection("docs", model="test-hash-64")
+    platform.ingest(
+        "docs",
+        [
+            {"id": "good", "text": "plain words"},
+            {"id": "zero", "text": "ZERO words"},
+            {"id": "nan", "text": "NAN words"},
+        ],
+    )
+    report = sync(
+        lambda: psycopg.connect(libpq_url(db_url)),
+        lambda name: _ZeroEmbedder(64),
+        "docs",
+        SyncOptions(max_attempts=1, build_index=False),
+    )
+    assert report.chunks_embedded == 1 and report.chunks_failed == 2 and report.chunks_parked == 2
+    with platform.connection() as conn:
+        stored = conn.execute(
+            "SELECT r.external_id FROM embedplat.embeddings e "
+            "JOIN embedplat.records r ON r.id = e.record_id"
+        ).fetchall()
+        failed = conn.execute(
+            "SELECT record_id, last_error FROM embedplat.failed_work ORDER BY record_id"
+        ).fetchall()
+    assert stored == [("good",)]
+    assert [f[0] for f in failed] == ["nan", "zero"]
+    assert all("vector of zeros or non-finite numbers" in f[1] for f in failed)

@@ -264,6 +264,32 @@ END;
 
 REVOKE EXECUTE ON FUNCTION embedplat.attach_mark_unhealthy(integer, text) FROM PUBLIC;
 
+-- Delete records (with their chunks, vectors and queued work, by cascade) the way the sync
+-- engine's locks allow without a deadlock: first the records (FOR NO KEY UPDATE, which a
+-- sync storing vectors can share: it only needs KEY SHARE on them), then their queue rows,
+-- in id order, and only then the rows. Deleting right away would lock record -> chunks ->
+-- queue rows, while a sync storing vectors holds queue rows and waits for their chunks.
+CREATE OR REPLACE FUNCTION embedplat.attach_delete_records(ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM embedplat.records r WHERE r.id = ANY (ids) ORDER BY r.id FOR NO KEY UPDATE;
+    PERFORM 1 FROM embedplat.embedding_queue q
+    WHERE q.chunk_id IN (SELECT c.id FROM embedplat.chunks c WHERE c.record_id = ANY (ids))
+    ORDER BY q.chunk_id
+    FOR UPDATE;
+    DELETE FROM embedplat.records r WHERE r.id = ANY (ids);
+END
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION embedplat.attach_delete_records(bigint[]) FROM PUBLIC;
+
 -- The trigger function of every attached table (TG_ARGV[0]: the collection id).
 CREATE OR REPLACE FUNCTION embedplat.attach_trigger()
 RETURNS trigger
@@ -280,7 +306,9 @@ DECLARE
     cid integer := TG_ARGV[0]::integer;
     a embedplat.attachments;
     p record;
+    ids bigint[];
     message text;
+    state text;
     detail text;
 BEGIN
     BEGIN
@@ -293,14 +321,24 @@ BEGIN
         ELSIF TG_OP = 'DELETE' THEN
             SELECT * INTO p FROM embedplat.attach_sql_parts(a, keys_only => true);
             EXECUTE format(
-                'DELETE FROM embedplat.records r WHERE r.collection_id = $1 '
+                'SELECT array_agg(r.id) FROM embedplat.records r WHERE r.collection_id = $1 '
                 'AND r.external_id IN (SELECT %s FROM old_rows s)', p.key_sql)
-            USING cid;
+            INTO ids USING cid;
+            PERFORM embedplat.attach_delete_records(ids);
         ELSE
             -- New rows are upserted when they differ from their record; records of keys that
             -- are gone (a key change, a row that left the filter or lost its text) are deleted.
             -- An UPDATE that changes no attached column writes nothing at all.
             SELECT * INTO p FROM embedplat.attach_sql_parts(a, keys_only => true);
+            IF TG_OP = 'UPDATE' THEN
+                -- Keys that changed: their records go first, in the deadlock-safe order.
+                EXECUTE format(
+                    'SELECT array_agg(r.id) FROM embedplat.records r WHERE r.collection_id = $1 '
+                    'AND r.external_id IN (SELECT %1$s FROM old_rows s '
+                    'EXCEPT SELECT %1$s FROM new_rows s)', p.key_sql)
+                INTO ids USING cid;
+                PERFORM embedplat.attach_delete_records(ids);
+            END IF;
             EXECUTE format($q$
                 WITH n AS MATERIALIZED (%1$s),
                 gone AS (
@@ -327,9 +365,12 @@ BEGIN
             USING cid;
         END IF;
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = RETURNED_SQLSTATE;
-        message := format('%s (SQLSTATE %s, on %s of %s)', message, detail, TG_OP,
-                          TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE,
+                                detail = PG_EXCEPTION_DETAIL;
+        message := format('%s (SQLSTATE %s, on %s of %s)%s', message, state, TG_OP,
+                          TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+                          CASE WHEN coalesce(detail, '') <> '' THEN ': ' || left(detail, 500)
+                               ELSE '' END);
         BEGIN
             PERFORM embedplat.attach_mark_unhealthy(cid, message);
         EXCEPTION WHEN OTHERS THEN

@@ -29,6 +29,7 @@ _FUNCTIONS = (
     "detach(text, boolean)",
     "attach_trigger()",
     "attach_mark_unhealthy(integer, text)",
+    "attach_delete_records(bigint[])",
     "attach_upsert_sql(text)",
     "attach_rows_sql(embedplat.attachments, text, text)",
     "attach_sql_parts(embedplat.attachments, boolean)",

@@ -167,10 +167,11 @@ def test_writers_during_sync_lose_nothing(db_url: str) -> None:
 
 
 @pytest.mark.xfail(
-    reason="sync.store_vectors locks queue rows before the chunk and record rows it "
-    "references, while deleting a record locks record -> chunks -> queue rows: a sync "
-    "storing vectors of a record being deleted can deadlock (fix belongs in sync.py: take "
-    "FOR KEY SHARE on the records and chunks, ordered, before deleting the queue rows)",
+    reason="record deletes (and key changes) racing a sync can still deadlock with the sync's "
+    "lock order (queue rows before chunks/records in sync.store_vectors): the app's write "
+    "succeeds, but the trigger's work is rolled back and the attachment is marked unhealthy "
+    "until a reconcile; the fix belongs in sync.py (lock records and chunks, ordered, before "
+    "the queue rows)",
     strict=False,
 )
 def test_deletes_during_sync_lose_nothing(db_url: str) -> None:

@@ -289,3 +289,22 @@ class Attachment(Base):
     backfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class CollectionGrant(Base):
+    """A role's right to read (and with ``can_write``, write) one collection's data.
+
+    Row-level security on every table holding a collection's data admits the collections
+    granted to the current user or to a role it inherits from (sql/roles.v1.sql); see
+    :mod:`embedplat.grants` and docs/security.md.
+    """
+
+    __tablename__ = "collection_grants"
+
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    # pg_roles.oid: a renamed role keeps its grants.
+    role: Mapped[int] = mapped_column(OID, primary_key=True)
+    can_write: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    granted_at: Mapped[datetime] = _now()

@@ -55,10 +55,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
-from embedplat.db.vectors import vector_literal
-from embedplat.errors import InvalidInputError
 from embedplat.filters import validate_filter
-from embedplat.search import DEFAULT_K, DEFAULT_RRF_K, HybridHit, SearchHit
+from embedplat.search import DEFAULT_K, DEFAULT_RRF_K, HybridHit, SearchHit, query_vector_literal
 
 __all__ = [
     "HYBRID_COLUMNS",
@@ -203,10 +201,8 @@ def _int(value: int | None) -> ColumnElement[Any]:
 
 
 def _vector(query: Sequence[float] | np.ndarray) -> ColumnElement[Any]:
-    array = np.asarray(query, dtype=np.float32)
-    if array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)):
-        raise InvalidInputError("a query vector must be a non-empty 1-D sequence of finite numbers")
-    return cast(bindparam(None, vector_literal(array), type_=Text()), VECTOR())
+    # The same checks as every other query path (zero vectors included), before any query.
+    return cast(bindparam(None, query_vector_literal(query), type_=Text()), VECTOR())
 
 
 def _filter(filter: Mapping[str, Any] | None) -> ColumnElement[Any]:

@@ -13,9 +13,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from embedplat import analytics as _analytics
+from embedplat import attach as _attach
 from embedplat import collections as _collections
 from embedplat import export as _export
 from embedplat.analytics import AnomalyScore, DuplicateGroupMember, DuplicatePair
+from embedplat.attach import Attachment, AttachReport
 from embedplat.collections import CollectionInfo
 from embedplat.config import (
     DEFAULT_CHUNK_OVERLAP,
@@ -197,6 +199,8 @@ class Platform:
         """Upsert already-parsed records (what the file readers yield) into ``collection``."""
         with self.connection() as conn:
             info = self._collection_or_default(conn, collection)
+            # An attached collection's records come from its table; ingest would fight it.
+            _attach.refuse_ingest_if_attached(conn, info.id)
             return upsert_records(conn, info.id, items, on_error=on_error, progress=progress)
 
     def _collection_or_default(self, conn: Connection, name: str) -> CollectionInfo:
@@ -254,6 +258,64 @@ class Platform:
         with self.connection() as conn:
             cid = _collections.get_collection(conn, collection).id if collection else None
             return reconcile(conn, cid)
+
+    # -- attached tables ----------------------------------------------------------------------
+
+    def attach(
+        self,
+        collection: str,
+        table: str,
+        *,
+        text_columns: Sequence[str] | str | None,
+        id_columns: Sequence[str] | str | None = None,
+        metadata_columns: Sequence[str] | str | None = None,
+        filter_column: str | None = None,
+        model: str = DEFAULT_MODEL,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+        refresh: bool = False,
+        backfill: bool = True,
+        batch_size: int = _attach.DEFAULT_BACKFILL_BATCH,
+    ) -> AttachReport:
+        """Make the app table ``table`` the source of ``collection`` (docs/attach.md).
+
+        Triggers keep the records in step in the app's own transactions; the rows already
+        there are back-filled in short transactions (``backfill=False``: later, with
+        :meth:`reconcile_attachment`). ``id_columns`` default to the primary key; with
+        ``refresh=True`` an attached collection is re-attached and re-derived.
+        """
+        return _attach.attach_table(
+            self.new_connection,
+            collection,
+            table,
+            text_columns=text_columns,
+            id_columns=id_columns,
+            metadata_columns=metadata_columns,
+            filter_column=filter_column,
+            model=model,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            refresh=refresh,
+            run_backfill=backfill,
+            batch_size=batch_size,
+        )
+
+    def detach(self, collection: str, *, drop_records: bool = False) -> None:
+        """Stop following ``collection``'s table; its records stay unless ``drop_records``."""
+        with self.connection() as conn:
+            _attach.detach_table(conn, collection, drop_records=drop_records)
+
+    def attachments(self) -> list[Attachment]:
+        """Every attached table with its health (``embedplat.attachment_status``)."""
+        with self.connection() as conn:
+            return _attach.list_attachments(conn)
+
+    def reconcile_attachment(
+        self, collection: str, *, batch_size: int = _attach.DEFAULT_BACKFILL_BATCH
+    ) -> AttachReport:
+        """Re-derive an attached collection's records from its table (missing, extra and
+        different ones), in short transactions; also finishes an interrupted back-fill."""
+        return _attach.reconcile_attachment(self.new_connection, collection, batch_size=batch_size)
 
     # -- search -----------------------------------------------------------------------------
 

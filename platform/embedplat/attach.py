@@ -13,6 +13,8 @@ as for ingested records. This module is the Python side of the SQL functions:
   extra and different records), e.g. after its triggers were disabled by hand;
 * :func:`detach_table`, :func:`list_attachments`, :func:`refuse_ingest_if_attached`.
 
+``Platform.attach`` / ``detach`` / ``attachments`` / ``reconcile_attachment`` call these.
+
 How a row becomes a record, and how to join search results back to the app's rows, is in
 docs/attach.md; :func:`external_id_of` builds the join key in SQLAlchemy.
 """
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -36,23 +38,16 @@ from embedplat.collections import validate_chunking, validate_collection_name
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, server_errors
 
-if TYPE_CHECKING:
-    from embedplat.api import Platform
-
 __all__ = [
     "DEFAULT_BACKFILL_BATCH",
     "AttachReport",
     "Attachment",
-    "attach",
     "attach_table",
-    "attachments",
     "backfill",
-    "detach",
     "detach_table",
     "external_id_of",
     "get_attachment",
     "list_attachments",
-    "reconcile",
     "reconcile_attachment",
     "refuse_ingest_if_attached",
 ]
@@ -416,30 +411,3 @@ _INPUT_ERRORS = (
     pg_errors.InvalidName,
     pg_errors.CheckViolation,
 )
-
-
-# -- the facade's side: functions taking a Platform (Platform.attach etc. call these) ----------
-
-
-def attach(platform: Platform, collection: str, table: str, **options: Any) -> AttachReport:
-    """:func:`attach_table` on ``platform``'s database (options as there)."""
-    return attach_table(platform.new_connection, collection, table, **options)
-
-
-def detach(platform: Platform, collection: str, *, drop_records: bool = False) -> None:
-    """:func:`detach_table` on ``platform``'s database."""
-    with platform.connection() as conn:
-        detach_table(conn, collection, drop_records=drop_records)
-
-
-def attachments(platform: Platform) -> list[Attachment]:
-    """:func:`list_attachments` on ``platform``'s database."""
-    with platform.connection() as conn:
-        return list_attachments(conn)
-
-
-def reconcile(
-    platform: Platform, collection: str, *, batch_size: int = DEFAULT_BACKFILL_BATCH
-) -> AttachReport:
-    """:func:`reconcile_attachment` on ``platform``'s database."""
-    return reconcile_attachment(platform.new_connection, collection, batch_size=batch_size)

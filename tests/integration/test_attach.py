@@ -504,16 +504,20 @@ def test_reconcile_repairs_drift_after_triggers_were_disabled(
 
 
 def test_ingest_into_an_attached_collection_is_refused(
-    db_url: str, app: psycopg.Connection[Any]
+    db_url: str, app: psycopg.Connection[Any], platform: Platform
 ) -> None:
     _attach(db_url)
     cid = app.execute("SELECT id FROM embedplat.collections WHERE name = 'arts'").fetchone()
     assert cid is not None
     with pytest.raises(InvalidInputError, match="attached to table articles"):
         refuse_ingest_if_attached(app, cid[0])
+    with pytest.raises(InvalidInputError, match="nothing was ingested"):
+        platform.ingest("arts", [{"id": "x", "text": "ingested"}])
+    assert "x" not in _records(app)
     with app.transaction():
         detach_table(app, "arts")
     refuse_ingest_if_attached(app, cid[0])  # detached: allowed again
+    assert platform.ingest("arts", [{"id": "x", "text": "ingested"}]).inserted == 1
 
 
 def test_detach_drops_triggers_and_optionally_records(
@@ -525,7 +529,7 @@ def test_detach_drops_triggers_and_optionally_records(
         "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'articles'::regclass AND NOT tgisinternal"
     )
     assert app.execute(triggers).fetchone() == (8,)
-    attach_mod.detach(platform, "arts", drop_records=True)
+    platform.detach("arts", drop_records=True)
     assert app.execute(triggers).fetchone() == (4,)
     assert _records(app) == {}
     app.execute("INSERT INTO articles (id, title) VALUES (9, 'nine')")
@@ -533,9 +537,9 @@ def test_detach_drops_triggers_and_optionally_records(
     # dropping an attached collection detaches it
     platform.drop_collection("second")
     assert app.execute(triggers).fetchone() == (0,)
-    assert attach_mod.attachments(platform) == []
+    assert platform.attachments() == []
     with pytest.raises(InvalidInputError, match="not attached"):
-        attach_mod.detach(platform, "arts")
+        platform.detach("arts")
 
 
 def test_backfill_resumes_where_it_stopped(db_url: str, app: psycopg.Connection[Any]) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Integer, String, Text, cast, create_engine, pool, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embedplat.api import Platform
-from embedplat.attach import attach, external_id_of, refuse_ingest_if_attached
+from embedplat.attach import external_id_of
 from embedplat.db.connection import sqlalchemy_url
 from embedplat.errors import InvalidInputError
 from embedplat.orm import search_fn, similar_fn
@@ -58,8 +58,7 @@ def test_app_writes_through_a_session_and_joins_results_back(
         ]
     )
     session.commit()
-    report = attach(
-        platform,
+    report = platform.attach(
         "articles",
         "public.articles",
         text_columns=["title", "body"],
@@ -110,9 +109,10 @@ def test_app_writes_through_a_session_and_joins_results_back(
 
     # Platform.search works on the attached collection as on any other
     assert platform.search("articles", "owls forest", k=1)[0].id == "4"
-    # ingest is refused for an attached collection
-    with platform.connection() as conn, pytest.raises(InvalidInputError, match="attached"):
-        refuse_ingest_if_attached(conn, platform.collection("articles").id)
+    # ingest is refused for an attached collection: the table is the source of truth
+    with pytest.raises(InvalidInputError, match="attached to table articles"):
+        platform.ingest("articles", [{"id": "9", "text": "not from the table"}])
+    assert [a.state for a in platform.attachments()] == ["ok"]
 
 
 def test_near_duplicates_on_an_attached_collection(
@@ -127,7 +127,7 @@ def test_near_duplicates_on_an_attached_collection(
         ]
     )
     session.commit()
-    attach(platform, "articles", "articles", text_columns=["title", "body"], model="test-hash-64")
+    platform.attach("articles", "articles", text_columns=["title", "body"], model="test-hash-64")
     hash_sync(db_url, "articles")
     pairs = platform.near_duplicates("articles", threshold=0.95)
     assert [(p.a, p.b) for p in pairs] == [("1", "2")]

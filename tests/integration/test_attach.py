@@ -593,3 +593,18 @@ def test_quoted_identifiers_are_safe(db_url: str) -> None:
         conn.execute(sql.SQL("INSERT INTO {} VALUES (2, 'two')").format(sql.SQL(table)))  # type: ignore[arg-type]
         assert set(_records(conn, "weird")) == {"1", "2"}
         assert get_attachment(conn, "weird").state == "ok"  # type: ignore[union-attr]
+
+
+def test_cli_ingest_into_an_attached_collection_is_one_error_line(
+    db_url: str, app: psycopg.Connection[Any], url_env: dict[str, str], tmp_path: Any
+) -> None:
+    from tests.fix_cli import run
+
+    _attach(db_url)
+    source = tmp_path / "rows.jsonl"
+    source.write_text('{"id": "x", "text": "ingested"}\n')
+    proc = run(["ingest", "arts", str(source)], url_env, check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "attached to table" in lines[0]
+    assert "x" not in _records(app)

@@ -179,6 +179,31 @@ def _index_is_valid(conn: Connection, name: str) -> bool | None:
 # -- the build after a back-fill --------------------------------------------------------------
 
 
+def can_build_indexes(conn: Connection) -> bool:
+    """Whether the current role may create indexes on the embeddings table (it must own it,
+    or be a member of its owner: a worker role may embed but runs no DDL)."""
+    row = conn.execute(
+        "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c "
+        "WHERE c.oid = 'embedplat.embeddings'::regclass"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def index_is_missing(conn: Connection, collection_id: int, model_id: int) -> bool:
+    """Whether (collection, model) holds vectors but has no valid ANN index."""
+    valid = _index_is_valid(conn, ann_index_name(collection_id, model_id))
+    return not valid and has_vectors(conn, collection_id, model_id)
+
+
+def missing_index_note(collection: str) -> str:
+    """What to tell a role that cannot build a missing index."""
+    return (
+        f"the ANN index of collection {collection!r} is missing and this role may not build "
+        f"it (index builds need the schema owner): run `embedplat index {collection}` as the "
+        "owner; searches work meanwhile, without the index"
+    )
+
+
 def ensure_ann_index(
     url_conn_factory: Callable[[], Connection],
     collection: CollectionInfo,
@@ -190,11 +215,14 @@ def ensure_ann_index(
     HNSW unless the collection's ``index_options`` say ``"method": "ivfflat"`` (see
     `embedplat index`). ``CREATE INDEX CONCURRENTLY`` keeps ingest and other collections
     writable meanwhile; an advisory lock keeps two processes from building the same index.
+    A role that may not build indexes (see :func:`can_build_indexes`) builds nothing.
     """
     name = ann_index_name(collection.id, model_id)
     options = collection.index_options or {}
     with url_conn_factory() as conn:
         conn.autocommit = True
+        if not can_build_indexes(conn):
+            return None
         got = conn.execute(
             "SELECT pg_try_advisory_lock(%s, %s)", (LockKey.ANN_INDEX_BUILD, collection.id)
         ).fetchone()

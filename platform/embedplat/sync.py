@@ -47,7 +47,12 @@ from embedplat.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
-from embedplat.indexes import ensure_ann_index
+from embedplat.indexes import (
+    can_build_indexes,
+    ensure_ann_index,
+    index_is_missing,
+    missing_index_note,
+)
 from embedplat.ingest import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -135,6 +140,8 @@ class SyncReport:
     leased_elsewhere: list[LeaseHolder] = field(default_factory=list)
     # Collections whose sync failed (a sync of every collection carries on past them).
     failures: list[CollectionFailure] = field(default_factory=list)
+    # Things the operator should know (e.g. an index this role may not build).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def chunks_leased_elsewhere(self) -> int:
@@ -153,6 +160,7 @@ class SyncReport:
         self.more_work = self.more_work or other.more_work
         self.leased_elsewhere += other.leased_elsewhere
         self.failures += other.failures
+        self.notes += other.notes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -169,6 +177,7 @@ class SyncReport:
             "chunks_leased_elsewhere": self.chunks_leased_elsewhere,
             "leased_elsewhere": [h.to_json() for h in self.leased_elsewhere],
             "failed_collections": [f.to_json() for f in self.failures],
+            "notes": self.notes,
         }
 
 
@@ -723,6 +732,23 @@ def pending_counts(conn: Connection, collection_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _build_index(
+    connect: Callable[[], Connection],
+    collection: CollectionInfo,
+    model_id: int,
+    dimensions: int,
+    report: SyncReport,
+) -> None:
+    """Build the collection's missing ANN index, or say why this role cannot."""
+    built = ensure_ann_index(connect, collection, model_id, dimensions)
+    if built:
+        report.indexes_built.append(built)
+        return
+    with connect() as conn:
+        if not can_build_indexes(conn) and index_is_missing(conn, collection.id, model_id):
+            report.notes.append(missing_index_note(collection.name))
+
+
 def sync_collection(
     connect: Callable[[], Connection],
     collection_name: str,
@@ -748,9 +774,7 @@ def sync_collection(
             active = None
     if stale_records == 0 and pending_chunks == 0:
         if active is not None and options.build_index:
-            built = ensure_ann_index(connect, collection, active[0], active[1])
-            if built:
-                report.indexes_built.append(built)
+            _build_index(connect, collection, active[0], active[1], report)
         report.seconds = time.perf_counter() - started
         return report
     with connect() as conn:
@@ -789,9 +813,7 @@ def sync_collection(
             h for h in lease_holders(conn, collection.id) if h.holder != options.worker_id
         ]
     if options.build_index and not report.more_work:
-        built = ensure_ann_index(connect, collection, model_id, embedder.dimensions)
-        if built:
-            report.indexes_built.append(built)
+        _build_index(connect, collection, model_id, embedder.dimensions, report)
     report.seconds = time.perf_counter() - started
     return report
 

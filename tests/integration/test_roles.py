@@ -33,6 +33,7 @@ from embedplat.errors import (
     PermissionDeniedError,
     from_server_error,
 )
+from embedplat.indexes import collection_index_names, missing_index_note
 from tests.fix_cli import run
 
 from .search_helpers import hash_sync, plans
@@ -526,6 +527,25 @@ def test_a_worker_chunks_and_embeds_but_runs_no_ddl(setup: Setup, tmp_path: Path
         for statement in ddl:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+def test_a_worker_sync_reports_the_index_it_may_not_build(setup: Setup) -> None:
+    with _admin(setup.db_url) as conn:
+        for name in collection_index_names(conn, setup.alpha):
+            conn.execute(sql.SQL("DROP INDEX embedplat.{}").format(sql.Identifier(name)))
+        conn.execute(
+            "INSERT INTO embedplat.records (collection_id, external_id, content) "
+            "VALUES (%s, 'new3', 'fresh cherry text')",
+            (setup.alpha,),
+        )
+    report = hash_sync(setup.worker.url, "alpha", DIMS)
+    assert report.chunks_embedded == 1 and report.indexes_built == []
+    assert report.notes == [missing_index_note("alpha")]
+    assert "run `embedplat index alpha` as the owner" in report.notes[0]
+    with _admin(setup.db_url) as conn:
+        assert collection_index_names(conn, setup.alpha) == []
+    # the owner's next sync builds it
+    assert len(hash_sync(setup.db_url, "alpha", DIMS).indexes_built) == 1
 
 
 # -- the CLI ---------------------------------------------------------------------------------------

@@ -105,16 +105,18 @@ def text_sha256(text: str) -> bytes:
 
 # A blank line (possibly holding spaces or a \r) or a Unicode paragraph separator.
 # The patterns must stay linear on long runs of spaces or dots: an alternative that scans a run
-# and fails may start only at the first character of the run ((?<!...)), since from a later
-# character of the same run it would fail too; and quantifiers that backtracking cannot help
-# are possessive (*+, ++). The matches are the same as without these guards.
-_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*+\n\s*+|(?<!\s)\s*\u2029\s*+")
+# and fails may start only at the first character of the run (the lookbehind after that first
+# character), since from a later character of the same run it would fail too; quantifiers
+# that backtracking cannot help are possessive (*+, ++); every alternative begins with a
+# character class, so the engine skips ahead to where one can match. The matches are the same
+# as those of the plain patterns (r"\n[^\S\n]*\n\s*|\s*\u2029\s*" and so on).
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*+\n\s*+|\u2029\s*+|\s(?<!\s\s)\s*\u2029\s*+")
 # Where sentences end: . ! ? … (plus closing quotes/brackets) before whitespace, CJK full stops
 # (no space needed), or a line break inside a paragraph (lists, verse, code).
 _SENTENCE_BREAK = re.compile(
-    r"(?<![.!?\u2026])[.!?\u2026]++[\"'\u201d\u2019\u00bb)\]]*+(\s++)"
+    r"[.!?\u2026](?<![.!?\u2026][.!?\u2026])[.!?\u2026]*+[\"'\u201d\u2019\u00bb)\]]*+(\s++)"
     r"|[\u3002\uff01\uff1f]++[\u300d\u300f\u201d\u2019\uff09]*+()"
-    r"|(?<!\s)(\s*\n\s*+)"
+    r"|(\s(?<!\s\s)\s*\n\s*+|\n\s*+)"
 )
 _WORD = re.compile(r"\S+")
 

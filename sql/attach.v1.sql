@@ -313,8 +313,10 @@ DECLARE
 BEGIN
     BEGIN
         SELECT * INTO a FROM embedplat.attachments WHERE collection_id = cid;
-        IF NOT FOUND THEN
-            RETURN NULL;  -- detached: the trigger is on its way out
+        -- Detached (the trigger is on its way out), or a trigger on another table than the
+        -- attached one: write nothing.
+        IF NOT FOUND OR a.source_relid <> TG_RELID THEN
+            RETURN NULL;
         END IF;
         IF TG_OP = 'TRUNCATE' THEN
             DELETE FROM embedplat.records WHERE collection_id = cid;
@@ -382,6 +384,10 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+-- Only the attach() caller (the schema owner) may create triggers with it: a role that could
+-- would make its own table write any collection's records. Firing needs no EXECUTE right.
+REVOKE EXECUTE ON FUNCTION embedplat.attach_trigger() FROM PUBLIC;
 
 COMMENT ON FUNCTION embedplat.attach_trigger() IS
     'Keeps embedplat.records in step with an attached table (statement-level, transition tables); never fails the writer''s statement.';

@@ -410,6 +410,13 @@ def test_app_role_without_rights_on_embedplat_writes_its_table(
         notices: list[str] = []
         as_app.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
         as_app.execute("UPDATE articles SET author = 'x' WHERE id = 3")
+        # nor can it use embedplat's trigger function on a table of its own to write records
+        as_app.execute("CREATE TEMP TABLE mine (id int PRIMARY KEY, title text, body text)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_app.execute(
+                "CREATE TRIGGER t AFTER INSERT ON mine REFERENCING NEW TABLE AS new_rows "
+                "FOR EACH STATEMENT EXECUTE FUNCTION embedplat.attach_trigger('1')"
+            )
     assert notices == []
     assert _records(app) == _expected(app)
     assert set(_records(app)) == {"1", "3", "10"}

@@ -131,6 +131,9 @@ def test_near_duplicates_on_an_attached_collection(
     hash_sync(db_url, "articles")
     pairs = platform.near_duplicates("articles", threshold=0.95)
     assert [(p.a, p.b) for p in pairs] == [("1", "2")]
+    # anomaly scores: the odd one out is the most anomalous
+    scores = platform.anomaly_scores("articles", k=1)
+    assert scores[0].id == "3" and {s.id for s in scores} == {"1", "2", "3"}
     # the app edits one copy: after the sync the pair is gone
     session.get(Article, 2).body = "A slow green turtle walks under the bright sun."  # type: ignore[union-attr]
     session.commit()

@@ -167,11 +167,12 @@ def test_writers_during_sync_lose_nothing(db_url: str) -> None:
 
 
 @pytest.mark.xfail(
-    reason="record deletes (and key changes) racing a sync can still deadlock with the sync's "
-    "lock order (queue rows before chunks/records in sync.store_vectors): the app's write "
-    "succeeds, but the trigger's work is rolled back and the attachment is marked unhealthy "
-    "until a reconcile; the fix belongs in sync.py (lock records and chunks, ordered, before "
-    "the queue rows)",
+    reason="a record delete (app DELETE or key change) racing sync.store_vectors on the same "
+    "record can deadlock: seen as the trigger's DELETE of the record waiting on the storing "
+    "sync while that sync's queue-row DELETE waits on the app. The app's write succeeds, the "
+    "trigger's work is rolled back, the attachment is marked unhealthy until a reconcile; the "
+    "fix belongs in sync.py (store: lock the records and chunks it references, ordered, before "
+    "deleting their queue rows)",
     strict=False,
 )
 def test_deletes_during_sync_lose_nothing(db_url: str) -> None:

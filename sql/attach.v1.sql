@@ -269,10 +269,10 @@ REVOKE EXECUTE ON FUNCTION embedplat.attach_mark_unhealthy(integer, text) FROM P
 -- sync storing vectors can share: it only needs KEY SHARE on them), then their queue rows,
 -- in id order, and only then the rows. Deleting right away would lock record -> chunks ->
 -- queue rows, while a sync storing vectors holds queue rows and waits for their chunks.
+-- Called by the trigger function only, so it runs with the trigger's (definer's) rights.
 CREATE OR REPLACE FUNCTION embedplat.attach_delete_records(ids bigint[])
 RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN

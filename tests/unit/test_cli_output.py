@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from embedplat.cli.app import database_error_line, fail
+from embedplat.cli.app import database_error_line, fail, handle_errors
 from embedplat.cli.output import PrintableWriter, json_line, shown
 
 HOSTILE = "a\nb\tc\x1b[31md\u202ee\u2028f\ud800g\U000e0001h"
@@ -84,3 +84,43 @@ def test_the_database_password_never_reaches_the_line(monkeypatch: pytest.Monkey
     line = database_error_line(error, "status")
     assert line is not None
     assert "s3cr" not in line and "***" in line and "db.example" in line
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            IsADirectoryError(21, "Is a directory", "/tmp/out"),
+            "error: embedplat: Is a directory: /tmp/out",
+        ),
+        (
+            pg_errors.ForeignKeyViolation("insert violates foreign key constraint"),
+            "error: embedplat: database error ForeignKeyViolation (SQLSTATE 23503): insert "
+            "violates foreign key constraint",
+        ),
+        (
+            UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed"),
+            "error: embedplat: text that is not valid UTF-8: surrogates not allowed",
+        ),
+    ],
+)
+def test_the_decorator_turns_unchecked_failures_into_one_line(
+    error: Exception, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @handle_errors()
+    def command() -> None:
+        raise error
+
+    with pytest.raises(SystemExit) as exit_info:
+        command()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_a_programming_error_still_shows_its_traceback() -> None:
+    @handle_errors()
+    def command() -> None:
+        raise KeyError("a bug, not a failure to report")
+
+    with pytest.raises(KeyError):
+        command()

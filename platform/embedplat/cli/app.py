@@ -119,7 +119,8 @@ R = TypeVar("R")
 def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a command: embedplat errors become one ``error:`` line and exit status 1.
 
-    So do database errors the library left untranslated (:func:`database_error_line`). A
+    So do database errors the library left untranslated (:func:`database_error_line`), file
+    errors it did not check first (OSError) and text that cannot be UTF-8. A
     closed stdout ends the command quietly (status 141); Ctrl-C prints ``error: interrupted``
     (status 130), SIGTERM ``error: terminated`` (status 143). With ``--debug`` an error
     propagates with its traceback.
@@ -153,6 +154,12 @@ def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:
                 if _debug():
                     raise
                 fail(f"{_command_path()}: text that is not valid UTF-8: {exc.reason}")
+            except OSError as exc:
+                # The system refused a file operation the library did not check first (a
+                # folder given as an output file, a full disk): what and where, in one line.
+                if _debug():
+                    raise
+                fail(f"{_command_path()}: {_os_error(exc)}")
             except Exception as exc:
                 line = database_error_line(exc, _command_path())
                 if line is None or _debug():
@@ -318,6 +325,11 @@ def _pipe_closed() -> NoReturn:
     finally:
         os.close(devnull)
     raise SystemExit(EXIT_PIPE_CLOSED)
+
+
+def _os_error(exc: OSError) -> str:
+    files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    return (exc.strerror or str(exc)) + (f": {' -> '.join(files)}" if files else "")
 
 
 def _command_path() -> str:

@@ -120,10 +120,10 @@ def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a command: embedplat errors become one ``error:`` line and exit status 1.
 
     So do database errors the library left untranslated (:func:`database_error_line`), file
-    errors it did not check first (OSError) and text that cannot be UTF-8. A
-    closed stdout ends the command quietly (status 141); Ctrl-C prints ``error: interrupted``
-    (status 130), SIGTERM ``error: terminated`` (status 143). With ``--debug`` an error
-    propagates with its traceback.
+    errors it did not check first (OSError) and text that cannot be UTF-8. A closed stdout
+    ends the command quietly (status 141); Ctrl-C prints ``error: interrupted`` (status 130),
+    SIGTERM ``error: terminated`` (status 143). With ``--debug`` an error propagates with its
+    traceback.
     """
 
     def decorator(command: Callable[P, R]) -> Callable[P, R]:

@@ -67,12 +67,17 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for `kill PI
 EXIT_PIPE_CLOSED = 128 + 13  # SIGPIPE, what a shell reports for `yes | head -1`
 
 
-class Terminated(BaseException):
+class Terminated(SystemExit):
     """Raised in the main thread by SIGTERM while a command runs.
 
-    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way (a sync of
-    all collections carries on past a failing one) swallows it; ``finally`` blocks still run.
+    A SystemExit (with status 143), not an Exception: no ``except Exception`` on the way (a
+    sync of all collections carries on past a failing one) swallows it, ``finally`` blocks
+    still run, and psycopg cancels a query it interrupts (as for Ctrl-C), so the connection
+    stays usable to hand the leases back. Uncaught, it still ends the process with 143.
     """
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_TERMINATED)
 
 
 app = typer.Typer(

@@ -16,6 +16,7 @@ import pytest
 from embedplat.api import Platform
 from embedplat.config import Settings
 from embedplat.db.connection import libpq_url
+from embedplat.sync import hold_lease_liveness
 from embedplat_workers import tasks
 from embedplat_workers.settings import WorkerSettings
 
@@ -73,15 +74,20 @@ def test_a_finished_task_doubles_while_workers_idle_and_waits_for_leases(
     monkeypatch.setattr(tasks, "broker_queue_idle", lambda: False)
     assert tasks.plan_follow_up(rt, "docs") == tasks.FollowUp("docs", 1)
 
-    # All that is left is leased by a worker that died (its lease runs 30 s more): come back
-    # when the lease expires, not before, and not at all while a task of it still runs.
+    # All that is left is leased by a live worker (its lease runs 30 s more): come back when
+    # the lease expires, not before, and not at all while a task of it still runs.
     platform.sync("docs")
     with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
         conn.execute(
             "INSERT INTO embedplat.embedding_queue (chunk_id, collection_id, text_hash, "
             "leased_until, leased_by) SELECT id, collection_id, text_hash, "
-            "now() + interval '30 seconds', 'dead:1:x' FROM embedplat.chunks LIMIT 1"
+            "now() + interval '30 seconds', 'busy:1:x' FROM embedplat.chunks LIMIT 1"
         )
+    # A holder that is gone frees its lease at once: the chunk is claimable now.
+    now = tasks.plan_follow_up(rt, "docs")
+    assert now is not None and now.count == 1 and now.countdown == 0
+    live = psycopg.connect(libpq_url(db_url), autocommit=True)
+    hold_lease_liveness(live, "busy:1:x")
     follow_up = tasks.plan_follow_up(rt, "docs")
     assert follow_up is not None and follow_up.count == 1
     assert 25 < follow_up.countdown <= 31
@@ -91,3 +97,4 @@ def test_a_finished_task_doubles_while_workers_idle_and_waits_for_leases(
             (tasks.SLOT_LOCK_BASE + 1, _collection_id(db_url, "docs")),
         )
         assert tasks.plan_follow_up(rt, "docs") is None
+    live.close()

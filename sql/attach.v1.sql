@@ -264,29 +264,17 @@ END;
 
 REVOKE EXECUTE ON FUNCTION embedplat.attach_mark_unhealthy(integer, text) FROM PUBLIC;
 
--- Delete records (with their chunks, vectors and queued work, by cascade) the way the sync
--- engine's locks allow without a deadlock: first the records (FOR NO KEY UPDATE, which a
--- sync storing vectors can share: it only needs KEY SHARE on them), then their queue rows,
--- in id order, and only then the rows. Deleting right away would lock record -> chunks ->
--- queue rows, while a sync storing vectors holds queue rows and waits for their chunks.
--- Called by the trigger function only, so it runs with the trigger's (definer's) rights.
+-- Delete records with their chunks, vectors and queued work (by cascade: record, then chunks,
+-- then queue rows and vectors), the order in which a sync storing vectors locks them too
+-- (sync.store_vectors), so the two never deadlock. Called by the trigger function only, so it
+-- runs with the trigger's (definer's) rights.
 CREATE OR REPLACE FUNCTION embedplat.attach_delete_records(ids bigint[])
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF ids IS NULL OR cardinality(ids) = 0 THEN
-        RETURN;
-    END IF;
-    PERFORM 1 FROM embedplat.records r WHERE r.id = ANY (ids) ORDER BY r.id FOR NO KEY UPDATE;
-    PERFORM 1 FROM embedplat.embedding_queue q
-    WHERE q.chunk_id IN (SELECT c.id FROM embedplat.chunks c WHERE c.record_id = ANY (ids))
-    ORDER BY q.chunk_id
-    FOR UPDATE;
+BEGIN ATOMIC
     DELETE FROM embedplat.records r WHERE r.id = ANY (ids);
-END
-$fn$;
+END;
 
 REVOKE EXECUTE ON FUNCTION embedplat.attach_delete_records(bigint[]) FROM PUBLIC;
 

@@ -254,10 +254,27 @@ class Platform:
             return retry_failed(conn, cid)
 
     def reconcile(self, collection: str | None = None) -> ReconcileReport:
-        """Find and repair drift the fast path cannot see (see :func:`embedplat.sync.reconcile`)."""
+        """Find and repair drift the fast path cannot see (see :func:`embedplat.sync.reconcile`).
+
+        Attached collections are first re-derived from their app tables (records missing,
+        extra or different, e.g. after the triggers were disabled by hand), in short
+        transactions, then reconciled like any other.
+        """
         with self.connection() as conn:
             cid = _collections.get_collection(conn, collection).id if collection else None
-            return reconcile(conn, cid)
+            attached = [
+                a.collection
+                for a in _attach.list_attachments(conn)
+                if collection is None or a.collection == collection
+            ]
+        repaired = [self.reconcile_attachment(name) for name in attached]
+        with self.connection() as conn:
+            report = reconcile(conn, cid)
+        for done in repaired:
+            report.attached_records_inserted += done.records_inserted
+            report.attached_records_updated += done.records_updated
+            report.attached_records_deleted += done.records_deleted
+        return report
 
     # -- attached tables ----------------------------------------------------------------------
 

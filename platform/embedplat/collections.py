@@ -11,7 +11,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
-from embedplat.errors import CollectionExistsError, CollectionNotFoundError, InvalidInputError
+from embedplat.errors import (
+    CollectionBusyError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidInputError,
+)
 
 Connection = psycopg.Connection[Any]
 
@@ -140,5 +145,15 @@ def drop_collection(conn: Connection, name: str) -> int:
     embeddings table until the commit).
     """
     info = get_collection(conn, name)
-    conn.execute("DELETE FROM embedplat.collections WHERE id = %s", (info.id,))
+    # An attached collection's delete drops the triggers on the app's table (an AFTER DELETE
+    # trigger on embedplat.attachments), which needs a brief exclusive lock on that table:
+    # give up with a clear error rather than queue the app's writers behind us.
+    conn.execute("SET LOCAL lock_timeout = '5s'")
+    try:
+        conn.execute("DELETE FROM embedplat.collections WHERE id = %s", (info.id,))
+    except psycopg.errors.LockNotAvailable as exc:
+        raise CollectionBusyError(
+            f"collection {name!r} could not be dropped: its attached table or its rows stayed "
+            "locked by other transactions for 5 s; try again when they are done"
+        ) from exc
     return info.id

@@ -48,6 +48,10 @@ class RecordNotFoundError(EmbedplatError):
     """A record named by the caller (collection + external id) does not exist."""
 
 
+class CollectionBusyError(EmbedplatError):
+    """A collection could not be changed because other transactions held its locks too long."""
+
+
 class CollectionExistsError(EmbedplatError):
     """A collection with that name already exists."""
 

@@ -42,9 +42,13 @@ SELECT c.name,
          (SELECT min(q.enqueued_at) FROM embedplat.pending_work q
            WHERE q.collection_id = c.id)
        ) AS oldest_stale_change,
+       a.source AS attached_to,
+       a.state AS attachment_state,
+       a.last_error AS attachment_error,
        now() AS checked_at
 FROM embedplat.collections c
 LEFT JOIN embedplat.embedding_models m ON m.id = c.active_model_id
+LEFT JOIN embedplat.attachment_status a ON a.collection_id = c.id
 ORDER BY c.name
 """
 
@@ -65,6 +69,12 @@ class CollectionStatus:
     leased_chunks: int
     failed: int
     oldest_stale_change: datetime | None
+    # For a collection attached to an app table: the table, the attachment's state ("ok",
+    # "backfilling", "error", "triggers_missing", "columns_missing", "source_dropped") and the
+    # last trigger error (see embedplat.attachment_status); None for an ingested collection.
+    attached_to: str | None
+    attachment_state: str | None
+    attachment_error: str | None
     checked_at: datetime
     # Processes holding unexpired leases on this collection's chunks (dead ones included).
     lease_holders: tuple[LeaseHolder, ...] = ()
@@ -100,6 +110,9 @@ class CollectionStatus:
                 self.oldest_stale_change.isoformat() if self.oldest_stale_change else None
             ),
             "lag_seconds": self.lag_seconds,
+            "attached_to": self.attached_to,
+            "attachment_state": self.attachment_state,
+            "attachment_error": self.attachment_error,
         }
 
 

@@ -888,6 +888,10 @@ class ReconcileReport:
     stale_vectors_removed: int = 0
     foreign_vectors_removed: int = 0
     queue_hashes_fixed: int = 0
+    # Attached collections: records re-derived from the app's table (see embedplat.attach).
+    attached_records_inserted: int = 0
+    attached_records_updated: int = 0
+    attached_records_deleted: int = 0
 
     def to_json(self) -> dict[str, int]:
         return dict(self.__dict__)

@@ -199,8 +199,6 @@ class Platform:
         """Upsert already-parsed records (what the file readers yield) into ``collection``."""
         with self.connection() as conn:
             info = self._collection_or_default(conn, collection)
-            # An attached collection's records come from its table; ingest would fight it.
-            _attach.refuse_ingest_if_attached(conn, info.id)
             return upsert_records(conn, info.id, items, on_error=on_error, progress=progress)
 
     def _collection_or_default(self, conn: Connection, name: str) -> CollectionInfo:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from embedplat.attach import refuse_ingest_if_attached
 from embedplat.db.locks import LockKey
 from embedplat.errors import CollectionNotFoundError, IngestError, InputProblem
 from embedplat.ingest import RecordInput
@@ -154,6 +155,8 @@ def upsert_records(
         raise CollectionNotFoundError(
             "the collection was dropped while this ingest started; nothing was written"
         )
+    # An attached collection's records come from its table; an ingest would fight it.
+    refuse_ingest_if_attached(conn, collection_id)
     seen: set[str] = set()
     # The de-duplicating sort of a 20k-row round spills to disk under the default 4 MB.
     conn.execute("SET LOCAL work_mem = '64MB'")

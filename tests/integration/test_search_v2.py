@@ -18,7 +18,6 @@ from embedplat.api import Platform
 from embedplat.db import migrate
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
-from embedplat.embedders.testing import HashEmbedder
 from embedplat.errors import (
     CollectionNotFoundError,
     FilterError,
@@ -27,6 +26,7 @@ from embedplat.errors import (
 )
 from embedplat.search import hybrid_search_vector, search_vector, similar_records
 from tests.filter_oracle import matches
+from tests.fix_embedders import HashEmbedder
 
 from .real_corpus import MODEL, assert_same_ranking, exact_search, real_docs_collection
 from .search_helpers import WORDS, hash_collection, hash_sync, plans, word_rows

@@ -56,3 +56,29 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--no-index  " in out and "<bool>" not in out
+
+
+def test_sync_text_prints_notes_and_lease_holders(capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import UTC, datetime
+
+    from embedplat.cli.sync import _print_report
+    from embedplat.sync import LeaseHolder, SyncReport
+
+    until = datetime(2030, 1, 1, tzinfo=UTC)
+    report = SyncReport(
+        chunks_embedded=3,
+        notes=["the ANN index of collection 'a' is missing\x1b[2J"],
+        leased_elsewhere=[
+            LeaseHolder("a", "h:1:ab", 4, until, True),
+            LeaseHolder("b\u202e", "h:2:cd", 2, until, False),
+        ],
+    )
+    _print_report(report, {}, None)
+    captured = capsys.readouterr()
+    assert captured.out.startswith("chunked 0 records, embedded 3 chunks, 0 failed (0 parked)")
+    assert captured.err.splitlines() == [
+        "note: 6 chunks are leased by other processes: h:1:ab (alive, 4 chunks of 'a'), h:2:cd "
+        "(gone, 2 chunks of 'b\\u202e'); a live holder embeds its chunks, the next sync takes a "
+        "gone holder's",
+        "note: the ANN index of collection 'a' is missing\\x1b[2J",
+    ]

@@ -34,7 +34,8 @@ _PIPE_WIDTH = 1000
 def status(json_out: JsonFlag = False) -> None:
     """Per collection: records, chunks, embedded, stale, leased and failed chunks, queue lag.
 
-    Below the table, the processes holding leases on chunks, and whether each is alive.
+    Below the table: attached collections with their app table and health, and the
+    processes holding leases on chunks, alive or gone.
     """
     with open_platform() as platform:
         rows = platform.status()
@@ -62,6 +63,12 @@ def status(json_out: JsonFlag = False) -> None:
     # A pipe or file has no width: give the table what it needs instead of rich's 80 columns.
     Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH).print(table)
     for row in rows:
+        if row.attached_to is not None:
+            error = f": {shown(row.attachment_error)}" if row.attachment_error else ""
+            typer.echo(
+                f"{shown(row.name)}: attached to {shown(row.attached_to)} "
+                f"({shown(row.attachment_state)}){error}"
+            )
         for holder in row.lease_holders:
             state = "alive" if holder.alive else "gone"
             typer.echo(

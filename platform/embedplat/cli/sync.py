@@ -85,6 +85,8 @@ def _print_report(report: SyncReport, extra: dict[str, Any], drift: ReconcileRep
         typer.echo(f"built index {shown(name)}")
     if report.chunks_leased_elsewhere:
         typer.echo(f"note: {leases_line(report)}", err=True)
+    for note in report.notes:
+        typer.echo(f"note: {shown(note)}", err=True)
 
 
 def leases_line(report: SyncReport) -> str:

@@ -49,7 +49,7 @@ GOAL_TEXT_UPDATE_ADDED_P50_MS = 1.0
 GOAL_OTHER_UPDATE_ADDED_P50_MS = 0.2
 GOAL_BACKFILL_ROWS_PER_SECOND = 50_000
 GOAL_APP_WRITE_MAX_MS = 100.0
-MACHINE_NOTE = "shared 2-core machine (other work ran at the same time)"
+MACHINE_NOTE = "measured on a shared 2-core machine (other work ran at the same time)"
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 

@@ -38,9 +38,9 @@ from typing import Any
 from embedplat import chunking
 from embedplat.chunking import TokenCounter
 from embedplat.embedders import load_embedder
-from embedplat.embedders.testing import RegexTokenCounter
 
 from .common import DATA, RESULTS, write_result
+from .hash_embedder import WordCounter
 
 NAME = "chunking"
 MODEL = "all-MiniLM-L6-v2"
@@ -150,7 +150,7 @@ def today() -> str:
 
 def _counter(name: str) -> TokenCounter:
     if name == "regex":
-        return RegexTokenCounter()
+        return WordCounter()
     return load_embedder(MODEL).token_counter()
 
 

@@ -39,7 +39,7 @@ def model_name(dimensions: int) -> str:
     return f"bench-hash-{dimensions}"
 
 
-class _WordCounter:
+class WordCounter:
     """Runs of word characters and single other non-space characters: a cheap tokenizer."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -71,8 +71,8 @@ class BenchHashEmbedder:
         # The algorithm is the model: constant per dimension count.
         return hashlib.sha256(f"embedplat-bench-hash-v1:{self._dimensions}".encode()).hexdigest()
 
-    def token_counter(self) -> _WordCounter:
-        return _WordCounter()
+    def token_counter(self) -> WordCounter:
+        return WordCounter()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self._dimensions), dtype=np.float32)

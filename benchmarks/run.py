@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .bench_chunking import markdown as chunking_markdown
 from .bench_workers import markdown as workers_markdown
 from .common import HERE, RESULTS, measured_line
 
@@ -52,6 +53,7 @@ SUITES: dict[str, list[list[str]]] = {
     "analytics": [["benchmarks.bench_analytics"]],
     "workers": [["benchmarks.bench_workers"]],
     "attach": [["benchmarks.bench_attach"]],
+    "chunking": [["benchmarks.bench_chunking"]],
 }
 
 Result = dict[str, Any]
@@ -546,6 +548,12 @@ SECTIONS: list[Section] = [
             "python -m benchmarks.bench_attach --only overhead",
             "python -m benchmarks.bench_attach --only backfill",
         ),
+        "scifact",
+    ),
+    Section(
+        "chunking",
+        lambda r: ["## Chunking time vs record size", "", chunking_markdown(r), ""],
+        ("python -m benchmarks.bench_chunking",),
         "scifact",
     ),
 ]

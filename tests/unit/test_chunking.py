@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from tests.fix_embedders import RegexTokenCounter
 
 from embedplat.chunking import Chunk, TokenCounter, chunk_text
-from embedplat.embedders.testing import RegexTokenCounter
 from embedplat.errors import InvalidInputError
 
 COUNTER = RegexTokenCounter()

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fix_embedders import RegexTokenCounter
 
 from embedplat.chunking import TokenCounter, chunk_text
-from embedplat.embedders.testing import RegexTokenCounter
 
 PINNED: list[dict[str, Any]] = json.loads(
     (Path(__file__).with_name("chunking_pinned.json")).read_text(encoding="utf-8")

@@ -17,10 +17,10 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from tests.fix_embedders import RegexTokenCounter
 
 import embedplat.chunking as chunking
 from embedplat.chunking import TokenCounter, chunk_text
-from embedplat.embedders.testing import RegexTokenCounter
 
 # Work at 4k units over work at k units: linear is 4, quadratic 16.
 MAX_RATIO = 5.0

@@ -39,6 +39,7 @@ from embedplat.search import (
     SearchKwargs,
     SearchOptions,
     check_query_model,
+    check_query_text,
     hybrid_search_vector,
     search_vector,
     similar_records,
@@ -374,6 +375,8 @@ class Platform:
         self, collection: str, queries: Sequence[str], options: SearchOptions
     ) -> list[list[SearchHit]]:
         """Search several query texts with one :class:`~embedplat.search.SearchOptions`."""
+        for text in queries:
+            check_query_text(text)
         vectors = self._embed_queries(collection, queries)
         results: list[list[SearchHit]] = []
         with self.connection() as conn:

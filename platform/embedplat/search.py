@@ -333,6 +333,23 @@ def similar_records(
 # -- helpers ------------------------------------------------------------------------------------
 
 
+def check_query_text(text: object) -> str:
+    """``text`` when it can be a query, else :class:`InvalidInputError`: not a string, blank,
+    holding NUL (PostgreSQL text cannot) or a lone surrogate (not encodable as UTF-8)."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"a query must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidInputError("a query must not be blank")
+    if "\x00" in text:
+        raise InvalidInputError("a query must not contain NUL characters (U+0000)")
+    for char in text:
+        if "\ud800" <= char <= "\udfff":
+            raise InvalidInputError(
+                f"a query must be valid Unicode: it holds a lone surrogate U+{ord(char):04X}"
+            )
+    return text
+
+
 def query_vector_literal(vector: Sequence[float] | np.ndarray) -> str:
     """``vector`` as a pgvector literal for a query, or :class:`InvalidInputError` when the
     database would refuse it: not 1-D, empty, NaN or infinite elements, or no direction (all

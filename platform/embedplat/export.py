@@ -210,6 +210,10 @@ class _atomic_path:
         folder = self.path.parent if str(self.path.parent) else Path(".")
         if not folder.is_dir():
             raise InvalidInputError(f"cannot write {self.path}: folder {folder} does not exist")
+        if self.path.is_dir():
+            raise InvalidInputError(
+                f"cannot write {self.path}: it is a folder; name a file (e.g. {self.path}/out.jsonl)"
+            )
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=folder)
         os.close(fd)
         self.tmp = Path(name)

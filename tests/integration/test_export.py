@@ -144,7 +144,11 @@ def test_errors_leave_no_file(docs: Platform, tmp_path: Path) -> None:
         docs.export(NAME, io.StringIO(), format="parquet")
     with pytest.raises(InvalidInputError, match="format must be"):
         docs.export(NAME, target, format="csv")  # type: ignore[arg-type]
-    assert list(tmp_path.iterdir()) == []
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with pytest.raises(InvalidInputError, match="it is a folder"):
+        docs.export(NAME, folder)
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
 
 
 def test_cli_export(docs: Platform, db_url: str, tmp_path: Path) -> None:

@@ -6,6 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
+from embedplat.analytics import (
+    DEFAULT_ANOMALY_K,
+    DEFAULT_DUPLICATE_K,
+    DEFAULT_DUPLICATE_THRESHOLD,
+    MAX_ANALYTICS_K,
+)
 from embedplat.cli.app import app, handle_errors, open_platform
 from embedplat.cli.options import CollectionArg, JsonFlag
 from embedplat.cli.output import print_json, shown
@@ -18,10 +24,13 @@ def duplicates(
     threshold: Annotated[
         float | None,
         typer.Option(
-            help="Minimum similarity of a pair (default 0.7, calibrated for all-MiniLM-L6-v2)."
+            help=f"Minimum similarity of a pair (default {DEFAULT_DUPLICATE_THRESHOLD}, "
+            "calibrated for all-MiniLM-L6-v2)."
         ),
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="Nearest chunks probed per chunk.")] = 10,
+    k: Annotated[
+        int, typer.Option("-k", help=f"Nearest chunks probed per chunk (1 to {MAX_ANALYTICS_K}).")
+    ] = DEFAULT_DUPLICATE_K,
     groups: Annotated[
         bool, typer.Option("--groups", help="Connected groups with one keeper each, not pairs.")
     ] = False,
@@ -65,7 +74,10 @@ def anomalies(
         str | None,
         typer.Option(help="Score against this collection (same model) instead of COLLECTION."),
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="Nearest records averaged per score.")] = 10,
+    k: Annotated[
+        int,
+        typer.Option("-k", help=f"Nearest records averaged per score (1 to {MAX_ANALYTICS_K})."),
+    ] = DEFAULT_ANOMALY_K,
     top: Annotated[
         int | None, typer.Option("--top", help="Only the N most anomalous records.")
     ] = None,

@@ -20,6 +20,7 @@ from embedplat.cli.options import (
 from embedplat.cli.output import print_hits, print_json, shown
 from embedplat.errors import InvalidInputError
 from embedplat.ingest import unstorable_characters
+from embedplat.search import DEFAULT_K, MAX_K, SearchOptions
 
 
 @app.command()
@@ -34,7 +35,7 @@ def search(
         Path | None,
         typer.Option("--queries", help='JSON Lines file of {"text", "id"?} queries.'),
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="Records per query.")] = 10,
+    k: Annotated[int, typer.Option("-k", help=f"Records per query (1 to {MAX_K}).")] = DEFAULT_K,
     filter_json: FilterOption = None,
     hybrid: Annotated[
         bool,
@@ -56,8 +57,8 @@ def search(
     """
     batch = load_queries(query, queries)
     filter_value = parse_filter(filter_json)
-    if k < 1:
-        raise InvalidInputError("-k must be at least 1")
+    # The library's one check of k (1 to MAX_K) and the other options, before a model loads.
+    SearchOptions(k=k, ef_search=ef_search, probes=probes)
     if hybrid and (min_similarity is not None or per_chunk):
         raise InvalidInputError(
             "--min-similarity and --per-chunk apply to vector search, not --hybrid"
@@ -90,7 +91,7 @@ def similar(
         str,
         typer.Argument(metavar="ID", help="External id of the record.", callback=storable_text),
     ],
-    k: Annotated[int, typer.Option("-k", help="Records to return.")] = 10,
+    k: Annotated[int, typer.Option("-k", help=f"Records to return (1 to {MAX_K}).")] = DEFAULT_K,
     filter_json: FilterOption = None,
     ef_search: EfSearchOption = None,
     probes: ProbesOption = None,

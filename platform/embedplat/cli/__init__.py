@@ -12,6 +12,7 @@ from __future__ import annotations
 from embedplat.cli import (  # noqa: F401
     db,
     ingest,
+    attach,
     sync,
     search,
     index,

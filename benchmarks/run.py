@@ -410,6 +410,27 @@ def _ms_range(part: Result, key: str) -> str:
     return f"{values[0]} / {values[len(values) // 2]} / {values[-1]}"
 
 
+def _share(part: Result, key: str) -> str:
+    shares = sorted(run[key] / run["seconds"] for run in part["runs"])
+    return f"{shares[0]:.0%} to {shares[-1]:.0%}"
+
+
+def _parts_share(part: Result) -> str:
+    shares = sorted(
+        run["functions"].get("attach_sql_parts", {"total_ms": 0.0})["total_ms"]
+        / run["functions"]["attach_backfill"]["total_ms"]
+        for run in part["runs"]
+    )
+    return f"{shares[0]:.1%} to {shares[-1]:.1%}"
+
+
+def _floor_rate(r: Result) -> str:
+    ov = r.get("overhead")
+    if not ov:
+        return "not measured"
+    return f"{ov['rows'] / ov['profile']['records_insert_floor_seconds']['median']:,.0f} (computed)"
+
+
 def _attach(r: Result) -> list[str]:
     # Two parts measured separately (bench_attach --only): each with its own date.
     out: list[str] = []
@@ -459,6 +480,8 @@ def _attach(r: Result) -> list[str]:
                 f"| {batch}{' (default)' if int(batch) == bf['default_batch'] else ''} | {b['rows_per_second_computed']['min']:,.0f} / {b['rows_per_second_computed']['median']:,.0f} / {b['rows_per_second_computed']['max']:,.0f} | {b['seconds']['median']} (median) | {b['app_write_p99_ms']['min']} / {b['app_write_p99_ms']['median']} / {b['app_write_p99_ms']['max']} | {b['app_write_max_ms']} | {b['app_writes_over_100_ms']} | {b['records_equal_table_every_run']} | ≥ {bf['goal_rows_per_second']:,} rows/s: {_met(b['rows_per_second_computed']['median'] >= bf['goal_rows_per_second'])}; no write > {bf['goal_app_write_max_ms']:.0f} ms: {_met(b['app_writes_over_100_ms'] == 0)} |"
                 for batch, b in bf["by_batch"].items()
             ],
+            "",
+            f"Where the time goes: the forward phase took {_share(bf, 'forward_seconds')} of the whole back-fill time (the rest is the prune phase, which re-derives every record to find those whose row is gone); rebuilding the SQL from `pg_attribute` (`attach_sql_parts`) took {_parts_share(bf)} of the time inside `embedplat.attach_backfill` (`track_functions = all`): not what limits it. Each forward batch writes records as the bulk insert above does (the records-insert floor there is {_floor_rate(r)} rows/s) and takes a `FOR SHARE` lock on every source row it reads.",
             "",
         ]
     if not out:

@@ -292,13 +292,16 @@ class Platform:
         refresh: bool = False,
         backfill: bool = True,
         batch_size: int = _attach.DEFAULT_BACKFILL_BATCH,
+        progress: Callable[[AttachReport], None] | None = None,
     ) -> AttachReport:
         """Make the app table ``table`` the source of ``collection`` (docs/attach.md).
 
         Triggers keep the records in step in the app's own transactions; the rows already
         there are back-filled in short transactions (``backfill=False``: later, with
         :meth:`reconcile_attachment`). ``id_columns`` default to the primary key; with
-        ``refresh=True`` an attached collection is re-attached and re-derived.
+        ``refresh=True`` an attached collection is re-attached and re-derived. ``progress``
+        receives the back-fill's running report after each batch. A new collection's
+        ``model`` must resolve (as in :meth:`create_collection`).
         """
         return _attach.attach_table(
             self.new_connection,
@@ -314,6 +317,7 @@ class Platform:
             refresh=refresh,
             run_backfill=backfill,
             batch_size=batch_size,
+            progress=progress,
         )
 
     def detach(self, collection: str, *, drop_records: bool = False) -> None:

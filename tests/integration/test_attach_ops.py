@@ -8,7 +8,7 @@ import pytest
 
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
-from embedplat.errors import CollectionBusyError
+from embedplat.errors import CollectionBusyError, InvalidInputError
 
 
 def _app_table(url: str, rows: int = 5) -> None:
@@ -79,3 +79,12 @@ def test_drop_gives_up_while_the_app_table_is_locked(platform: Platform, db_url:
         app.rollback()
     platform.drop_collection("arts")  # once the app is done
     assert [c.name for c in platform.collections()] == []
+
+
+def test_attach_refuses_an_unknown_model_for_a_new_collection(
+    platform: Platform, db_url: str
+) -> None:
+    _app_table(db_url)
+    with pytest.raises(InvalidInputError, match="no-such-model"):
+        platform.attach("arts", "public.articles", text_columns=["title"], model="no-such-model")
+    assert platform.collections() == [] and platform.attachments() == []

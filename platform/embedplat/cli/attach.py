@@ -111,15 +111,13 @@ def attach(
     The rows already in TABLE are back-filled in short transactions; `sync` then embeds them.
     Everything is checked before anything changes: an unknown column stores nothing.
     """
-    from embedplat.attach import attach_table, get_attachment
+    from embedplat.attach import get_attachment
 
     with (
         open_platform() as platform,
         _backfill_progress(collection, enabled=not json_out and sys.stderr.isatty()) as progress,
     ):
-        # The library function, for its progress hook (Platform.attach has none).
-        report = attach_table(
-            platform.new_connection,
+        report = platform.attach(
             collection,
             table,
             text_columns=_columns(text),
@@ -130,7 +128,7 @@ def attach(
             chunk_tokens=chunk_tokens,
             chunk_overlap=chunk_overlap,
             refresh=refresh,
-            run_backfill=not no_backfill,
+            backfill=not no_backfill,
             batch_size=batch_size,
             progress=progress,
         )

@@ -276,4 +276,7 @@ def test_reconcile_repairs_drift(docs: Platform, db_url: str) -> None:
         "stale_vectors_removed": 0,
         "foreign_vectors_removed": 0,
         "queue_hashes_fixed": 0,
+        "attached_records_inserted": 0,
+        "attached_records_updated": 0,
+        "attached_records_deleted": 0,
     }

@@ -22,10 +22,13 @@
 -- cast an app could define, and under pinned settings (DateStyle, TimeZone, ...), so a row
 -- gives the same record whoever writes it.
 --
--- The trigger function is SECURITY DEFINER (owned by the schema owner) with a pinned
--- search_path and schema-qualified names: the app's role needs no rights on embedplat's
--- tables. It never fails the app's statement: an error (a dropped or renamed column, ...)
--- is caught, the attachment is marked unhealthy with it, and the statement goes on.
+-- The triggers call a function generated for the attachment (embedplat.attach_create_function,
+-- in schema embedplat_attach) whose statements are static, so they are planned once per
+-- session; an UPDATE that changes no attached column returns before anything else. It is
+-- SECURITY DEFINER (owned by the schema owner) with a pinned search_path and schema-qualified
+-- names: the app's role needs no rights on embedplat's tables. It never fails the app's
+-- statement: an error (a dropped or renamed column, ...) is caught, the attachment is marked
+-- unhealthy with it, and the statement goes on.
 
 -- The four triggers of a collection's attachment, one name each.
 CREATE OR REPLACE FUNCTION embedplat.attach_trigger_name(collection_id integer, event text)
@@ -218,15 +221,16 @@ END
 $fn$;
 
 -- The one upsert of derived rows into records (triggers and back-fill): `rows_cte` names a
--- CTE with external_id, content, metadata, included. Identical rows are not touched; a
--- content change resets the chunking state exactly as ingest does (store.py).
-CREATE OR REPLACE FUNCTION embedplat.attach_upsert_sql(rows_cte text)
+-- CTE with external_id, content, metadata, included; `collection_sql` is the collection id's
+-- SQL (a parameter, or the id itself in a generated trigger function). Identical rows are not
+-- touched; a content change resets the chunking state exactly as ingest does (store.py).
+CREATE OR REPLACE FUNCTION embedplat.attach_upsert_sql(rows_cte text, collection_sql text DEFAULT '$1')
 RETURNS text
 LANGUAGE sql
 IMMUTABLE STRICT
 RETURN format($q$
     INSERT INTO embedplat.records AS r (collection_id, external_id, content, metadata)
-    SELECT $1, x.external_id, x.content, x.metadata FROM %1$s x
+    SELECT %2$s, x.external_id, x.content, x.metadata FROM %1$s x
     WHERE x.included
     ORDER BY x.external_id
     ON CONFLICT (collection_id, external_id) DO UPDATE
@@ -241,7 +245,7 @@ RETURN format($q$
                            THEN NULL ELSE r.chunk_error END
     WHERE r.content IS DISTINCT FROM EXCLUDED.content
        OR r.metadata IS DISTINCT FROM EXCLUDED.metadata
-    RETURNING (r.xmax = 0) AS inserted$q$, rows_cte);
+    RETURNING (r.xmax = 0) AS inserted$q$, rows_cte, collection_sql);
 
 -- Mark an attachment unhealthy. SKIP LOCKED: two app transactions failing at once must not
 -- wait for each other here (they could deadlock on their own rows); one mark is enough.
@@ -278,8 +282,49 @@ END;
 
 REVOKE EXECUTE ON FUNCTION embedplat.attach_delete_records(bigint[]) FROM PUBLIC;
 
--- The trigger function of every attached table (TG_ARGV[0]: the collection id).
-CREATE OR REPLACE FUNCTION embedplat.attach_trigger()
+-- Generated per-attachment trigger functions live in their own schema: they are no part of
+-- embedplat's API, nobody else may create or call anything there, and a downgrade drops it.
+CREATE SCHEMA IF NOT EXISTS embedplat_attach;
+REVOKE ALL ON SCHEMA embedplat_attach FROM PUBLIC;
+COMMENT ON SCHEMA embedplat_attach IS
+    'Generated trigger functions of attached tables, one per attachment (embedplat.attach creates, detach drops them).';
+
+-- The trigger function of a collection's attachment: a name derived from the id only.
+CREATE OR REPLACE FUNCTION embedplat.attach_function_name(collection_id integer)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE STRICT PARALLEL SAFE
+RETURN 'embedplat_attach.attach_trigger_c' || collection_id;
+
+-- (Re)create the trigger function of attachment `a` with the attachment's SQL written in as
+-- static statements. Generating once here, instead of deriving and EXECUTE-ing the SQL on
+-- every call, is what makes a trigger call cheap: PL/pgSQL plans its static statements once
+-- per session (and re-plans them by name when the table changes, so a renamed or dropped
+-- column fails the call, which is caught, instead of reading the wrong column).
+-- SECURITY DEFINER (owned by the caller of attach, the schema owner) with a pinned
+-- search_path; EXECUTE revoked from PUBLIC (firing a trigger needs no EXECUTE right).
+-- work_mem is raised for its calls: a 100,000-row statement's CTE and sort spilled to disk
+-- at the default.
+CREATE OR REPLACE FUNCTION embedplat.attach_create_function(a embedplat.attachments)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    fn text := embedplat.attach_function_name(a.collection_id);
+    cid text := a.collection_id::text;
+    p record;
+    compared text;
+BEGIN
+    SELECT * INTO p FROM embedplat.attach_sql_parts(a);
+    -- Every attached column's value as a literal (NULL and '' differ; same literal, same
+    -- record): an UPDATE whose old and new rows agree on all of them changes no record.
+    SELECT string_agg(format('format(''%%L'', s.%I)', c), ', ' ORDER BY c)
+    INTO compared
+    FROM (SELECT DISTINCT c FROM unnest(a.id_columns || a.text_columns || a.metadata_columns
+                                        || array_remove(ARRAY[a.filter_column], NULL)) c) u;
+    EXECUTE format($create$
+CREATE OR REPLACE FUNCTION %1$s()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -289,98 +334,116 @@ SET "IntervalStyle" = 'postgres'
 SET "TimeZone" = 'UTC'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
-AS $fn$
+SET work_mem = '64MB'
+AS $body$
+-- Generated by embedplat.attach() for collection %2$s: do not edit (refresh re-generates it).
 DECLARE
-    cid integer := TG_ARGV[0]::integer;
-    a embedplat.attachments;
-    p record;
+    relid oid;
     ids bigint[];
+    written bigint;
     message text;
     state text;
     detail text;
 BEGIN
     BEGIN
-        SELECT * INTO a FROM embedplat.attachments WHERE collection_id = cid;
-        -- Detached (the trigger is on its way out), or a trigger on another table than the
-        -- attached one: write nothing.
-        IF NOT FOUND OR a.source_relid <> TG_RELID THEN
+        -- Early exit, before anything else: the UPDATE changed no attached column (old and
+        -- new rows agree as multisets; a statement updates each row once, so counts match).
+        -- (Nested: a DELETE or INSERT trigger has no new_rows or old_rows to plan against.)
+        IF TG_OP = 'UPDATE' THEN
+            IF NOT EXISTS (SELECT %3$s FROM new_rows s EXCEPT ALL SELECT %3$s FROM old_rows s) THEN
+                RETURN NULL;
+            END IF;
+        END IF;
+        -- Detached (the trigger is on its way out), or on another table than the attached
+        -- one (a restored dump): write nothing.
+        SELECT x.source_relid INTO relid FROM embedplat.attachments x WHERE x.collection_id = %2$s;
+        IF relid IS DISTINCT FROM TG_RELID THEN
             RETURN NULL;
         END IF;
         IF TG_OP = 'TRUNCATE' THEN
-            DELETE FROM embedplat.records WHERE collection_id = cid;
+            DELETE FROM embedplat.records WHERE collection_id = %2$s;
         ELSIF TG_OP = 'DELETE' THEN
-            SELECT * INTO p FROM embedplat.attach_sql_parts(a, keys_only => true);
-            EXECUTE format(
-                'SELECT array_agg(r.id) FROM embedplat.records r WHERE r.collection_id = $1 '
-                'AND r.external_id IN (SELECT %s FROM old_rows s)', p.key_sql)
-            INTO ids USING cid;
+            SELECT array_agg(r.id) INTO ids FROM embedplat.records r
+            WHERE r.collection_id = %2$s AND r.external_id IN (SELECT %4$s FROM old_rows s);
             PERFORM embedplat.attach_delete_records(ids);
+        ELSIF TG_OP = 'INSERT' THEN
+            WITH n AS MATERIALIZED (%5$s),
+            gone AS (
+                DELETE FROM embedplat.records r
+                WHERE r.collection_id = %2$s
+                  AND r.external_id IN (SELECT n.external_id FROM n WHERE NOT n.included)
+            ),
+            changed AS (%6$s),
+            up AS (%7$s)
+            SELECT count(*) INTO written FROM up;
         ELSE
-            -- New rows are upserted when they differ from their record; records of keys that
-            -- are gone (a key change, a row that left the filter or lost its text) are deleted.
-            -- An UPDATE that changes no attached column writes nothing at all.
-            SELECT * INTO p FROM embedplat.attach_sql_parts(a, keys_only => true);
-            IF TG_OP = 'UPDATE' THEN
-                -- Keys that changed: their records go first, in the deadlock-safe order.
-                EXECUTE format(
-                    'SELECT array_agg(r.id) FROM embedplat.records r WHERE r.collection_id = $1 '
-                    'AND r.external_id IN (SELECT %1$s FROM old_rows s '
-                    'EXCEPT SELECT %1$s FROM new_rows s)', p.key_sql)
-                INTO ids USING cid;
-                PERFORM embedplat.attach_delete_records(ids);
-            END IF;
-            EXECUTE format($q$
-                WITH n AS MATERIALIZED (%1$s),
-                gone AS (
-                    DELETE FROM embedplat.records r
-                    WHERE r.collection_id = $1
-                      AND r.external_id IN (SELECT n.external_id FROM n WHERE NOT n.included
-                                            %2$s)
-                      AND NOT EXISTS (SELECT 1 FROM n
-                                      WHERE n.included AND n.external_id = r.external_id)
-                ),
-                changed AS (
-                    SELECT n.* FROM n
-                    LEFT JOIN embedplat.records r
-                      ON r.collection_id = $1 AND r.external_id = n.external_id
-                    WHERE n.included
-                      AND (r.id IS NULL OR r.content IS DISTINCT FROM n.content
-                           OR r.metadata IS DISTINCT FROM n.metadata)
-                )
-                %3$s$q$,
-                embedplat.attach_rows_sql(a, 'new_rows s'),
-                CASE WHEN TG_OP = 'UPDATE'
-                     THEN format('UNION ALL SELECT %s FROM old_rows s', p.key_sql) ELSE '' END,
-                embedplat.attach_upsert_sql('changed'))
-            USING cid;
+            -- Keys that changed: their records go first, in the deadlock-safe order; then new
+            -- rows are upserted where they differ from their record, and records of rows that
+            -- left the filter or lost their text are deleted.
+            SELECT array_agg(r.id) INTO ids FROM embedplat.records r
+            WHERE r.collection_id = %2$s
+              AND r.external_id IN (SELECT %4$s FROM old_rows s EXCEPT SELECT %4$s FROM new_rows s);
+            PERFORM embedplat.attach_delete_records(ids);
+            WITH n AS MATERIALIZED (%5$s),
+            gone AS (
+                DELETE FROM embedplat.records r
+                WHERE r.collection_id = %2$s
+                  AND r.external_id IN (SELECT n.external_id FROM n WHERE NOT n.included
+                                        UNION ALL SELECT %4$s FROM old_rows s)
+                  AND NOT EXISTS (SELECT 1 FROM n WHERE n.included AND n.external_id = r.external_id)
+            ),
+            changed AS (%6$s),
+            up AS (%7$s)
+            SELECT count(*) INTO written FROM up;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE,
                                 detail = PG_EXCEPTION_DETAIL;
-        message := format('%s (SQLSTATE %s, on %s of %s)%s', message, state, TG_OP,
+        -- A column that is gone: name it (and the table) as attach_sql_parts does.
+        IF state = '42703' THEN
+            BEGIN
+                PERFORM embedplat.attach_sql_parts(x, keys_only => TG_OP = 'DELETE')
+                FROM embedplat.attachments x WHERE x.collection_id = %2$s;
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE,
+                                        detail = PG_EXCEPTION_DETAIL;
+            END;
+        END IF;
+        message := format('%%s (SQLSTATE %%s, on %%s of %%s)%%s', message, state, TG_OP,
                           TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
                           CASE WHEN coalesce(detail, '') <> '' THEN ': ' || left(detail, 500)
                                ELSE '' END);
         BEGIN
-            PERFORM embedplat.attach_mark_unhealthy(cid, message);
+            PERFORM embedplat.attach_mark_unhealthy(%2$s, message);
         EXCEPTION WHEN OTHERS THEN
             NULL;  -- the app's write goes on whatever happens here
         END;
-        RAISE WARNING 'embedplat: records of collection % were not updated: %', cid, message
+        RAISE WARNING 'embedplat: records of collection %% were not updated: %%', %2$s, message
             USING HINT = 'see embedplat.attachment_status; repair with embedplat.attach_reconcile()';
     END;
     RETURN NULL;
 END
+$body$
+$create$,
+        fn, cid, compared, p.key_sql,
+        embedplat.attach_rows_sql(a, 'new_rows s'),
+        format('SELECT n.* FROM n LEFT JOIN embedplat.records r '
+               'ON r.collection_id = %s AND r.external_id = n.external_id '
+               'WHERE n.included AND (r.id IS NULL OR r.content IS DISTINCT FROM n.content '
+               'OR r.metadata IS DISTINCT FROM n.metadata)', cid),
+        embedplat.attach_upsert_sql('changed', cid));
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s() FROM PUBLIC', fn);
+    EXECUTE format('COMMENT ON FUNCTION %s() IS %L', fn,
+                   format('Generated trigger function of collection %s''s attachment: keeps embedplat.records in step with %s; never fails the writer''s statement.',
+                          a.collection_id, a.source_relid::regclass));
+    RETURN fn;
+END
 $fn$;
 
--- Only the attach() caller (the schema owner) may create triggers with it: a role that could
--- would make its own table write any collection's records. Firing needs no EXECUTE right.
-REVOKE EXECUTE ON FUNCTION embedplat.attach_trigger() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION embedplat.attach_create_function(embedplat.attachments) FROM PUBLIC;
 
-COMMENT ON FUNCTION embedplat.attach_trigger() IS
-    'Keeps embedplat.records in step with an attached table (statement-level, transition tables); never fails the writer''s statement.';
-
--- Drop a collection's triggers from its source table (when that table still exists).
+-- Drop a collection's triggers from its source table (when that table still exists), then
+-- their generated function.
 CREATE OR REPLACE FUNCTION embedplat.attach_drop_triggers(cid integer, relid oid)
 RETURNS void
 LANGUAGE plpgsql
@@ -389,13 +452,13 @@ AS $fn$
 DECLARE
     event text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = relid) THEN
-        RETURN;
+    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = relid) THEN
+        FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
+                           embedplat.attach_trigger_name(cid, event), relid::regclass);
+        END LOOP;
     END IF;
-    FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s',
-                       embedplat.attach_trigger_name(cid, event), relid::regclass);
-    END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS %s()', embedplat.attach_function_name(cid));
 END
 $fn$;
 
@@ -452,6 +515,7 @@ DECLARE
     event text;
     referencing text;
     all_columns text[];
+    fn text;
 BEGIN
     IF collection IS NULL OR source IS NULL THEN
         RAISE EXCEPTION 'embedplat.attach: collection and source are required'
@@ -596,6 +660,7 @@ BEGIN
 
     -- The derivation must plan against the table as it is (fails here, not in a trigger).
     EXECUTE embedplat.attach_rows_sql(a, format('ONLY %s s LIMIT 0', source));
+    fn := embedplat.attach_create_function(a);
 
     -- Triggers first, back-fill after: CREATE TRIGGER waits for writers in flight, so every
     -- row committed later passes a trigger, and every row committed before is back-filled.
@@ -605,9 +670,9 @@ BEGIN
             WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT'
             WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT'
             ELSE 'FOR EACH STATEMENT' END;
-        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s EXECUTE FUNCTION embedplat.attach_trigger(%L)',
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s EXECUTE FUNCTION %s()',
                        embedplat.attach_trigger_name(cid, event), upper(event), source,
-                       referencing, cid::text);
+                       referencing, fn);
     END LOOP;
     RETURN cid;
 END

@@ -1,5 +1,6 @@
 """Attached application tables: embedplat.attachments, the attach/detach/back-fill/reconcile
-functions, the trigger function that keeps records in step, and the attachment_status view.
+functions, the generator of the per-attachment trigger functions that keep records in step
+(schema embedplat_attach), and the attachment_status view.
 
 Revision ID: 0009
 Revises: 0008
@@ -27,10 +28,11 @@ _FUNCTIONS = (
     "attach_backfill(text, integer, boolean)",
     "attach(text, regclass, text[], text[], text[], text, text, integer, integer, boolean)",
     "detach(text, boolean)",
-    "attach_trigger()",
+    "attach_create_function(embedplat.attachments)",
+    "attach_function_name(integer)",
     "attach_mark_unhealthy(integer, text)",
     "attach_delete_records(bigint[])",
-    "attach_upsert_sql(text)",
+    "attach_upsert_sql(text, text)",
     "attach_rows_sql(embedplat.attachments, text, text)",
     "attach_sql_parts(embedplat.attachments, boolean)",
     "attach_valid_sql(text, text)",
@@ -94,10 +96,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Deleting the attachments drops their triggers from the app tables (attachments_after_delete).
+    # Deleting the attachments drops their triggers from the app tables and their generated
+    # trigger functions (attachments_after_delete); the schema of those functions goes last.
     op.execute("DELETE FROM embedplat.attachments")
     op.execute("DROP VIEW IF EXISTS embedplat.attachment_status")
     for signature in _FUNCTIONS:
         op.execute(f"DROP FUNCTION IF EXISTS embedplat.{signature}")
     op.drop_table("attachments", schema="embedplat")
     op.execute("DROP FUNCTION IF EXISTS embedplat.attachments_after_delete()")
+    op.execute("DROP SCHEMA IF EXISTS embedplat_attach CASCADE")

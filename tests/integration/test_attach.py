@@ -387,6 +387,88 @@ def test_attach_validates_its_arguments(db_url: str, app: psycopg.Connection[Any
         _attach(db_url)
 
 
+def _generated(conn: psycopg.Connection[Any]) -> dict[str, tuple[Any, ...]]:
+    """The functions in embedplat_attach: name -> (definer?, settings, PUBLIC may execute?)."""
+    rows = conn.execute(
+        "SELECT p.proname, p.prosecdef, p.proconfig, "
+        "has_function_privilege('public', p.oid, 'EXECUTE') FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'embedplat_attach'"
+    ).fetchall()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def test_each_attachment_has_its_own_locked_down_trigger_function(
+    db_url: str, app: psycopg.Connection[Any]
+) -> None:
+    _attach(db_url)
+    _attach(db_url, "titles", text_columns=["title"], metadata_columns=[])
+    ids = dict(app.execute("SELECT c.name, c.id FROM embedplat.collections c").fetchall())
+    functions = _generated(app)
+    assert set(functions) == {f"attach_trigger_c{ids['arts']}", f"attach_trigger_c{ids['titles']}"}
+    for definer, settings, public_may_execute in functions.values():
+        assert definer and not public_may_execute
+        assert "search_path=pg_catalog, pg_temp" in settings
+    # nobody but the owner may use or create anything in the generated functions' schema
+    assert app.execute(
+        "SELECT has_schema_privilege('public', 'embedplat_attach', 'USAGE'), "
+        "has_schema_privilege('public', 'embedplat_attach', 'CREATE')"
+    ).fetchone() == (False, False)
+    # the triggers call them
+    called = {
+        r[0]
+        for r in app.execute(
+            "SELECT t.tgfoid::regproc::text FROM pg_trigger t "
+            "WHERE t.tgrelid = 'public.articles'::regclass AND NOT t.tgisinternal"
+        ).fetchall()
+    }
+    assert called == {f"embedplat_attach.attach_trigger_c{i}" for i in ids.values()}
+    # a refresh re-generates (same name), a detach drops only its own function
+    _attach(db_url, "titles", text_columns=["body"], refresh=True)
+    assert len(_generated(app)) == 2
+    app.execute("UPDATE articles SET body = 'Apples are green.' WHERE id = 1")
+    assert _records(app, "titles")["1"][0] == "Apples are green."
+    with app.transaction():
+        detach_table(app, "titles")
+    assert set(_generated(app)) == {f"attach_trigger_c{ids['arts']}"}
+    # dropping the collection detaches it and drops the function too
+    app.execute("DELETE FROM embedplat.collections WHERE name = 'arts'")
+    assert _generated(app) == {}
+    assert app.execute(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
+        "AND NOT tgisinternal"
+    ).fetchone() == (0,)
+
+
+def test_update_of_no_attached_column_exits_before_touching_embedplat(
+    db_url: str, app: psycopg.Connection[Any]
+) -> None:
+    _attach(db_url)
+    warnings: list[str] = []
+    app.add_notice_handler(lambda d: warnings.append(str(d.message_primary)))
+    app.execute("SET lock_timeout = '2s'")
+    with _conn(db_url) as other:
+        # While embedplat's tables are locked, only a trigger call that never reaches them
+        # completes cleanly; one that does runs into lock_timeout (caught: a warning).
+        other.execute("LOCK embedplat.records, embedplat.attachments IN ACCESS EXCLUSIVE MODE")
+        app.execute("UPDATE articles SET views = views + 1")
+        app.execute("UPDATE articles SET title = title, published = published")
+        assert warnings == []
+        app.execute("UPDATE articles SET title = 'Apricots' WHERE id = 1")
+        assert len(warnings) == 1 and "lock timeout" in warnings[0]
+        other.rollback()
+    app.execute("RESET lock_timeout")
+    assert reconcile_attachment(_factory(db_url), "arts").records_updated == 1
+    # rows that swap their attached values: the multiset is the same, and so are the records
+    app.execute(
+        "UPDATE articles a SET title = b.title, body = b.body, author = b.author "
+        "FROM articles b WHERE (a.id, b.id) IN ((1, 2), (2, 1))"
+    )
+    assert _records(app) == _expected(app)
+    # a key change is a change: the records follow their keys
+    app.execute("UPDATE articles SET id = id + 10 WHERE id IN (1, 2)")
+    assert _records(app) == _expected(app)
+
+
 # -- the app's writes never fail -------------------------------------------------------------
 
 
@@ -394,6 +476,10 @@ def test_app_role_without_rights_on_embedplat_writes_its_table(
     db_url: str, app: psycopg.Connection[Any]
 ) -> None:
     _attach(db_url)
+    fn = app.execute(
+        "SELECT embedplat.attach_function_name(collection_id) FROM embedplat.attachments"
+    ).fetchone()
+    assert fn is not None and fn[0].startswith("embedplat_attach.attach_trigger_c")
     app.execute("CREATE ROLE attach_app LOGIN PASSWORD 'app-secret'")
     app.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON public.articles TO attach_app")
     params = psycopg.conninfo.conninfo_to_dict(libpq_url(db_url))
@@ -410,12 +496,12 @@ def test_app_role_without_rights_on_embedplat_writes_its_table(
         notices: list[str] = []
         as_app.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
         as_app.execute("UPDATE articles SET author = 'x' WHERE id = 3")
-        # nor can it use embedplat's trigger function on a table of its own to write records
+        # nor can it use the attachment's trigger function on a table of its own to write records
         as_app.execute("CREATE TEMP TABLE mine (id int PRIMARY KEY, title text, body text)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             as_app.execute(
                 "CREATE TRIGGER t AFTER INSERT ON mine REFERENCING NEW TABLE AS new_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION embedplat.attach_trigger('1')"
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {fn[0]}()"
             )
     assert notices == []
     assert _records(app) == _expected(app)

@@ -43,7 +43,7 @@ DIMS = 64
 
 # The functions of the schema that may be SECURITY DEFINER: the attach trigger and the helper
 # it calls, which write the attached collection only and return nothing to their caller.
-SECURITY_DEFINER_ALLOWED = {"attach_trigger", "attach_mark_unhealthy"}
+SECURITY_DEFINER_ALLOWED = {"attach_mark_unhealthy"}
 
 
 @dataclass(frozen=True)

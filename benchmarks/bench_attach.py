@@ -130,10 +130,15 @@ PROFILED = (
 
 
 def _function_stats(conn: psycopg.Connection[Any]) -> dict[str, dict[str, float]]:
+    # Each attachment has its own generated trigger function, embedplat_attach.attach_trigger_cN:
+    # counted together as "attach_trigger".
     rows = conn.execute(
-        "SELECT funcname, sum(calls), sum(total_time), sum(self_time) "
-        "FROM pg_stat_user_functions WHERE schemaname = 'embedplat' AND funcname = ANY (%s) "
-        "GROUP BY funcname",
+        "SELECT CASE WHEN schemaname = 'embedplat_attach' THEN 'attach_trigger' ELSE funcname END,"
+        " sum(calls), sum(total_time), sum(self_time) "
+        "FROM pg_stat_user_functions "
+        "WHERE (schemaname = 'embedplat' AND funcname = ANY (%s)) "
+        "   OR (schemaname = 'embedplat_attach' AND funcname LIKE 'attach\\_trigger\\_c%%') "
+        "GROUP BY 1",
         (list(PROFILED),),
     ).fetchall()
     return {

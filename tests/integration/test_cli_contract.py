@@ -157,7 +157,10 @@ def test_usage_and_failure_in_one_command(url_env: dict[str, str]) -> None:
         "error: Invalid value for '-k'"
     )
     refused = run(["search", "docs", "x", "-k", "0"], url_env, check=False)
-    assert refused.returncode == 1 and _lines(refused.stderr) == ["error: -k must be at least 1"]
+    # the library's one check of k (SearchOptions), before any model loads
+    assert refused.returncode == 1 and _lines(refused.stderr) == [
+        "error: k must be an integer between 1 and 10000, got 0"
+    ]
     debug = run(["--debug", "search", "nope", "x"], url_env, check=False)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 

@@ -209,19 +209,24 @@ def ensure_ann_index(
     collection: CollectionInfo,
     model_id: int,
     dimensions: int,
+    *,
+    notes: list[str] | None = None,
 ) -> str | None:
     """Build the ANN index of (collection, model) if it is missing; returns its name if built.
 
     HNSW unless the collection's ``index_options`` say ``"method": "ivfflat"`` (see
     `embedplat index`). ``CREATE INDEX CONCURRENTLY`` keeps ingest and other collections
     writable meanwhile; an advisory lock keeps two processes from building the same index.
-    A role that may not build indexes (see :func:`can_build_indexes`) builds nothing.
+    A role that may not build indexes (see :func:`can_build_indexes`) builds nothing; when
+    the index is missing, :func:`missing_index_note` is appended to ``notes``.
     """
     name = ann_index_name(collection.id, model_id)
     options = collection.index_options or {}
     with url_conn_factory() as conn:
         conn.autocommit = True
         if not can_build_indexes(conn):
+            if notes is not None and index_is_missing(conn, collection.id, model_id):
+                notes.append(missing_index_note(collection.name))
             return None
         got = conn.execute(
             "SELECT pg_try_advisory_lock(%s, %s)", (LockKey.ANN_INDEX_BUILD, collection.id)

@@ -48,10 +48,7 @@ from embedplat.errors import (
     ModelMismatchError,
 )
 from embedplat.indexes import (
-    can_build_indexes,
     ensure_ann_index,
-    index_is_missing,
-    missing_index_note,
 )
 from embedplat.ingest import MAX_RECORD_BYTES
 
@@ -739,14 +736,10 @@ def _build_index(
     dimensions: int,
     report: SyncReport,
 ) -> None:
-    """Build the collection's missing ANN index, or say why this role cannot."""
-    built = ensure_ann_index(connect, collection, model_id, dimensions)
+    """Build the collection's missing ANN index, or note why this role cannot."""
+    built = ensure_ann_index(connect, collection, model_id, dimensions, notes=report.notes)
     if built:
         report.indexes_built.append(built)
-        return
-    with connect() as conn:
-        if not can_build_indexes(conn) and index_is_missing(conn, collection.id, model_id):
-            report.notes.append(missing_index_note(collection.name))
 
 
 def sync_collection(
@@ -766,54 +759,49 @@ def sync_collection(
         collection = get_collection(conn, collection_name)
         stale_records, pending_chunks = pending_counts(conn, collection.id)
         progress.start(collection.name, stale_records, pending_chunks)
+        # (model id, dimensions) whose ANN index to ensure at the end, if any.
+        index_for: tuple[int, int] | None
         if stale_records == 0 and pending_chunks == 0:
             # Nothing to embed: no model load (seconds for a real model); at most the index
             # of the active model, whose dimensions the database knows.
-            active = active_model(conn, collection)
+            index_for = active_model(conn, collection)
         else:
-            active = None
-    if stale_records == 0 and pending_chunks == 0:
-        if active is not None and options.build_index:
-            _build_index(connect, collection, active[0], active[1], report)
-        report.seconds = time.perf_counter() - started
-        return report
-    with connect() as conn:
-        conn.autocommit = True
-        embedder = embedder_factory(collection.model_name)
-        model_id = bind_model(conn, collection, embedder)
-        hold_lease_liveness(conn, options.worker_id)
-        try:
-            rounds = 0
-            while options.max_rounds is None or rounds < options.max_rounds:
-                chunking = chunk_stale_records(
-                    conn,
-                    collection,
-                    embedder,
-                    limit=options.record_batch,
-                    max_attempts=options.max_attempts,
-                )
-                report.records_chunked += chunking.chunked
-                report.records_failed += chunking.failed
-                report.records_parked += chunking.parked
-                if chunking.taken:
-                    progress.chunked(chunking.taken, chunking.queued)
-                claimed = embed_round(conn, collection, embedder, model_id, options, report)
-                if claimed:
-                    progress.embedded(claimed)
-                if not chunking.taken and not claimed:
-                    break
-                rounds += 1
-        finally:
-            # A clean exit (done, Ctrl-C, an exception) hands its leases back at once; a killed
-            # process's liveness lock goes with its connection, which frees them as well.
-            release_leases(conn, options.worker_id)
-        stale_records, pending_chunks = pending_counts(conn, collection.id)
-        report.more_work = (stale_records + pending_chunks) > 0
-        report.leased_elsewhere += [
-            h for h in lease_holders(conn, collection.id) if h.holder != options.worker_id
-        ]
-    if options.build_index and not report.more_work:
-        _build_index(connect, collection, model_id, embedder.dimensions, report)
+            embedder = embedder_factory(collection.model_name)
+            model_id = bind_model(conn, collection, embedder)
+            hold_lease_liveness(conn, options.worker_id)
+            try:
+                rounds = 0
+                while options.max_rounds is None or rounds < options.max_rounds:
+                    chunking = chunk_stale_records(
+                        conn,
+                        collection,
+                        embedder,
+                        limit=options.record_batch,
+                        max_attempts=options.max_attempts,
+                    )
+                    report.records_chunked += chunking.chunked
+                    report.records_failed += chunking.failed
+                    report.records_parked += chunking.parked
+                    if chunking.taken:
+                        progress.chunked(chunking.taken, chunking.queued)
+                    claimed = embed_round(conn, collection, embedder, model_id, options, report)
+                    if claimed:
+                        progress.embedded(claimed)
+                    if not chunking.taken and not claimed:
+                        break
+                    rounds += 1
+            finally:
+                # A clean exit (done, Ctrl-C, an exception) hands its leases back at once; a
+                # killed process's liveness lock goes with its connection, which frees them too.
+                release_leases(conn, options.worker_id)
+            stale_records, pending_chunks = pending_counts(conn, collection.id)
+            report.more_work = (stale_records + pending_chunks) > 0
+            report.leased_elsewhere += [
+                h for h in lease_holders(conn, collection.id) if h.holder != options.worker_id
+            ]
+            index_for = None if report.more_work else (model_id, embedder.dimensions)
+    if options.build_index and index_for is not None:
+        _build_index(connect, collection, index_for[0], index_for[1], report)
     report.seconds = time.perf_counter() - started
     return report
 

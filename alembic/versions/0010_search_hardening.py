@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from embedplat.db.sqlfiles import read_sql
+from embedplat.db.sqlfiles import function_sql, read_sql
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -37,16 +37,7 @@ def downgrade() -> None:
     # The previous versions of the changed functions. search.v2.sql also creates the type
     # search_hit, so only check_query_dimensions is taken from it; the other two files are
     # all CREATE OR REPLACE and are re-applied whole.
-    op.execute(_function_from("search.v2.sql", "embedplat.check_query_dimensions"))
+    op.execute(function_sql("search.v2.sql", "embedplat.check_query_dimensions"))
     op.execute(read_sql("similar.v1.sql"))
     op.execute(read_sql("filters.v2.sql"))
     op.execute("DROP FUNCTION IF EXISTS embedplat.filter_check_limits(jsonb)")
-
-
-def _function_from(file: str, name: str) -> str:
-    """The ``CREATE OR REPLACE FUNCTION name(...)`` statement of one file, through the end of its
-    ``$fn$`` body."""
-    text = read_sql(file)
-    start = text.index(f"CREATE OR REPLACE FUNCTION {name}(")
-    body = text.index("$fn$", text.index("AS $fn$", start) + len("AS $fn$"))
-    return text[start : body + len("$fn$")] + ";"

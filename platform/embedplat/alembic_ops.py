@@ -62,6 +62,7 @@ class AttachTableOp(MigrateOperation):
         model: str = DEFAULT_MODEL,
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+        inline_rows: int | None = None,
         backfill: bool = True,
         batch_size: int = DEFAULT_BACKFILL_BATCH,
     ) -> None:
@@ -74,6 +75,7 @@ class AttachTableOp(MigrateOperation):
         self.model = model
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
+        self.inline_rows = inline_rows
         self.backfill = backfill
         self.batch_size = batch_size
 
@@ -136,7 +138,8 @@ def _attach(operations: Operations, operation: AttachTableOp) -> None:
         "text_columns => CAST(:text_columns AS text[]), "
         "metadata_columns => CAST(:metadata_columns AS text[]), "
         "filter_column => :filter_column, model => :model, "
-        "chunk_tokens => :chunk_tokens, chunk_overlap => :chunk_overlap)"
+        "chunk_tokens => :chunk_tokens, chunk_overlap => :chunk_overlap, "
+        "inline_rows => CAST(:inline_rows AS integer))"
     ).bindparams(
         bindparam("collection", operation.collection),
         bindparam("source", operation.table),
@@ -147,6 +150,7 @@ def _attach(operations: Operations, operation: AttachTableOp) -> None:
         bindparam("model", operation.model),
         bindparam("chunk_tokens", operation.chunk_tokens),
         bindparam("chunk_overlap", operation.chunk_overlap),
+        bindparam("inline_rows", operation.inline_rows),
     )
     operations.execute(statement)
     if operation.backfill:

@@ -290,6 +290,7 @@ class Platform:
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
         refresh: bool = False,
+        inline_rows: int | None = None,
         backfill: bool = True,
         batch_size: int = _attach.DEFAULT_BACKFILL_BATCH,
         progress: Callable[[AttachReport], None] | None = None,
@@ -299,7 +300,9 @@ class Platform:
         Triggers keep the records in step in the app's own transactions; the rows already
         there are back-filled in short transactions (``backfill=False``: later, with
         :meth:`reconcile_attachment`). ``id_columns`` default to the primary key; with
-        ``refresh=True`` an attached collection is re-attached and re-derived. ``progress``
+        ``refresh=True`` an attached collection is re-attached and re-derived. A statement
+        writing more than ``inline_rows`` rows (default 1,000) queues their keys for the next
+        sync instead of writing records in its own transaction. ``progress``
         receives the back-fill's running report after each batch. A new collection's
         ``model`` must resolve (as in :meth:`create_collection`).
         """
@@ -315,6 +318,7 @@ class Platform:
             chunk_tokens=chunk_tokens,
             chunk_overlap=chunk_overlap,
             refresh=refresh,
+            inline_rows=inline_rows,
             run_backfill=backfill,
             batch_size=batch_size,
             progress=progress,

@@ -1,14 +1,19 @@
-"""Application tables as sources: attach, back-fill, reconcile, detach (sql/attach.v1.sql).
+"""Application tables as sources: attach, back-fill, drain, reconcile, detach
+(sql/attach.v1.sql, sql/attach.v2.sql).
 
 An attached table is the source of truth of its collection: triggers on the table write
-``embedplat.records`` in the app's own transaction, and the sync engine embeds what changed,
-as for ingested records. This module is the Python side of the SQL functions:
+``embedplat.records`` in the app's own transaction (a statement writing more than the
+attachment's ``inline_rows`` rows queues their keys instead, and :func:`drain`, run by every
+sync, derives them), and the sync engine embeds what changed, as for ingested records. This
+module is the Python side of the SQL functions:
 
 * :func:`attach_table` runs ``embedplat.attach()`` (validation, the collection, the triggers)
   in one short transaction, then back-fills the rows already there;
 * :func:`backfill` calls ``embedplat.attach_backfill()`` in a loop, **one transaction per
   batch** with a short ``lock_timeout``: a batch that would wait on the app's locks gives up
   and is retried, so app writers never wait longer than that and never deadlock with it;
+* :func:`drain` calls ``embedplat.attach_drain()`` the same way, for the keys bulk statements
+  queued;
 * :func:`reconcile_attachment` re-derives every record from the table the same way (missing,
   extra and different records), e.g. after its triggers were disabled by hand;
 * :func:`detach_table`, :func:`list_attachments`, :func:`refuse_ingest_if_attached`.
@@ -41,11 +46,13 @@ from embedplat.errors import CollectionNotFoundError, InvalidInputError, server_
 
 __all__ = [
     "DEFAULT_BACKFILL_BATCH",
+    "DEFAULT_INLINE_ROWS",
     "AttachReport",
     "Attachment",
     "attach_table",
     "backfill",
     "detach_table",
+    "drain",
     "external_id_of",
     "get_attachment",
     "list_attachments",
@@ -59,6 +66,9 @@ ConnectionFactory = Callable[[], Connection]
 # Source rows per back-fill transaction; embedplat.attach_backfill's SQL default is the same
 # number (a test checks). Small enough that a batch holds its row locks for milliseconds.
 DEFAULT_BACKFILL_BATCH = 1000
+# Rows a statement may write to an attached table and still have its records written in its
+# own transaction; embedplat.attach's default for a new attachment is the same (a test checks).
+DEFAULT_INLINE_ROWS = 1000
 # A back-fill batch waits at most this long for a lock (on an app row being written, or a
 # record being chunked) before it gives up and is retried: below deadlock_timeout (1 s by
 # default), so in a lock cycle with an app transaction the batch always gives way first.
@@ -72,7 +82,8 @@ MAX_BACKFILL_RETRIES = 200
 _STATUS_SELECT = """
 SELECT collection, source, source_exists, id_columns, text_columns, metadata_columns,
        filter_column, missing_columns, triggers_enabled, healthy, last_error, error_since,
-       backfill_phase, backfilled_at, source_rows_estimate, records, state, created_at
+       backfill_phase, backfilled_at, source_rows_estimate, records, state, created_at,
+       inline_rows, pending_rows
 FROM embedplat.attachment_status
 """
 
@@ -83,7 +94,8 @@ class Attachment:
 
     ``state`` is ``ok``, ``backfilling``, ``error`` (a trigger failed: ``last_error``),
     ``triggers_missing`` (dropped or disabled), ``columns_missing`` (dropped or renamed: attach
-    again with ``refresh=True``) or ``source_dropped``.
+    again with ``refresh=True``) or ``source_dropped``. ``pending_rows`` keys, queued by
+    statements that wrote more than ``inline_rows`` rows, wait for the next sync's drain.
     """
 
     collection: str
@@ -104,6 +116,8 @@ class Attachment:
     records: int
     state: str
     created_at: datetime
+    inline_rows: int
+    pending_rows: int
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Attachment:
@@ -134,6 +148,8 @@ class Attachment:
             "records": self.records,
             "state": self.state,
             "created_at": self.created_at.isoformat(),
+            "inline_rows": self.inline_rows,
+            "pending_rows": self.pending_rows,
         }
 
 
@@ -193,6 +209,7 @@ def attach_table(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     refresh: bool = False,
+    inline_rows: int | None = None,
     run_backfill: bool = True,
     batch_size: int = DEFAULT_BACKFILL_BATCH,
     progress: Callable[[AttachReport], None] | None = None,
@@ -202,7 +219,10 @@ def attach_table(
 
     ``id_columns`` default to the table's primary key. With ``refresh=True`` an existing
     attachment is re-attached (arguments left as None keep their stored values; pass
-    ``filter_column=""`` to remove a filter) and every record is re-derived. The triggers are
+    ``filter_column=""`` to remove a filter) and every record is re-derived. ``inline_rows``
+    (default :data:`DEFAULT_INLINE_ROWS` for a new attachment, the stored value on a refresh):
+    a statement writing more rows than this queues their keys for the next sync instead of
+    writing records in its own transaction (deletes are never queued). The triggers are
     installed in one short transaction; then (``run_backfill``) the rows already in the table
     are back-filled in batches (:func:`backfill`).
     """
@@ -213,6 +233,10 @@ def attach_table(
     texts = _names(text_columns, "text_columns")
     if not refresh and not texts:
         raise InvalidInputError("name at least one text column (text_columns)")
+    if inline_rows is not None and (
+        isinstance(inline_rows, bool) or not isinstance(inline_rows, int) or inline_rows < 0
+    ):
+        raise InvalidInputError(f"inline_rows must be a whole number >= 0, got {inline_rows!r}")
     conn = connect()
     conn.autocommit = True
     try:
@@ -229,7 +253,8 @@ def attach_table(
                 conn.execute(
                     "SELECT embedplat.attach(%s, %s::regclass, id_columns => %s, "
                     "text_columns => %s, metadata_columns => %s, filter_column => %s, "
-                    "model => %s, chunk_tokens => %s, chunk_overlap => %s, refresh => %s)",
+                    "model => %s, chunk_tokens => %s, chunk_overlap => %s, refresh => %s, "
+                    "inline_rows => %s)",
                     (
                         collection,
                         table,
@@ -241,6 +266,7 @@ def attach_table(
                         chunk_tokens,
                         chunk_overlap,
                         refresh,
+                        inline_rows,
                     ),
                 )
     finally:
@@ -265,28 +291,71 @@ def backfill(
     attachment); ``restart=True`` starts over (a reconcile). A batch that cannot get a lock
     within ``BACKFILL_LOCK_TIMEOUT_MS`` is rolled back and retried after a short pause.
     """
+    return _batches(
+        connect,
+        collection,
+        "SELECT * FROM embedplat.attach_backfill(%s, %s, restart => %s)",
+        lambda first: (collection, batch_size, restart and first),
+        batch_size,
+        progress,
+        "back-fill",
+    )
+
+
+def drain(
+    connect: ConnectionFactory,
+    collection: str,
+    *,
+    batch_size: int = DEFAULT_BACKFILL_BATCH,
+    progress: Callable[[AttachReport], None] | None = None,
+) -> AttachReport:
+    """Derive the records of every key that bulk statements queued for ``collection`` (more
+    rows than its ``inline_rows``), one transaction per batch of about ``batch_size`` keys,
+    with the back-fill's lock timeout and retries. ``rows_read`` counts the keys drained.
+    Keys queued while it runs are drained too; other drains running at once take other keys."""
+    return _batches(
+        connect,
+        collection,
+        "SELECT keys_read AS rows_read, records_inserted, records_updated, records_deleted, "
+        "0 AS records_checked, done FROM embedplat.attach_drain(%s, %s)",
+        lambda first: (collection, batch_size),
+        batch_size,
+        progress,
+        "drain",
+    )
+
+
+def _batches(
+    connect: ConnectionFactory,
+    collection: str,
+    query: str,
+    params: Callable[[bool], tuple[Any, ...]],
+    batch_size: int,
+    progress: Callable[[AttachReport], None] | None,
+    what: str,
+) -> AttachReport:
+    """Run ``query`` (one batch, returning an attach_backfill-shaped row) in its own short
+    transaction until a row says done; ``params(first)`` gives its parameters."""
     if batch_size < 1:
         raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
     report = AttachReport(collection)
     conn = connect()
     conn.autocommit = True
     failures = 0
+    first = True
     try:
         while True:
             try:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = {BACKFILL_LOCK_TIMEOUT_MS}")
                     with server_errors(), conn.cursor(row_factory=dict_row) as cur:
-                        row = cur.execute(
-                            "SELECT * FROM embedplat.attach_backfill(%s, %s, restart => %s)",
-                            (collection, batch_size, restart),
-                        ).fetchone()
+                        row = cur.execute(query, params(first)).fetchone()
             except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected):
                 failures += 1
                 report = replace(report, retries=report.retries + 1)
                 if failures > MAX_BACKFILL_RETRIES:
                     raise InvalidInputError(
-                        f"the back-fill of {collection!r} could not get its locks "
+                        f"the {what} of {collection!r} could not get its locks "
                         f"{failures} times in a row; it resumes where it stopped when run again"
                     ) from None
                 time.sleep(min(0.005 * 2 ** min(failures, 7), 0.5))
@@ -300,7 +369,7 @@ def backfill(
                 ) from None
             assert row is not None
             failures = 0
-            restart = False
+            first = False
             report = replace(
                 report,
                 rows_read=report.rows_read + int(row["rows_read"]),

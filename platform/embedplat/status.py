@@ -40,8 +40,11 @@ SELECT c.name,
          (SELECT min(r.content_changed_at) FROM embedplat.stale_records r
            WHERE r.collection_id = c.id),
          (SELECT min(q.enqueued_at) FROM embedplat.pending_work q
-           WHERE q.collection_id = c.id)
+           WHERE q.collection_id = c.id),
+         (SELECT min(p.queued_at) FROM embedplat.attach_pending p
+           WHERE p.collection_id = c.id)
        ) AS oldest_stale_change,
+       coalesce(a.pending_rows, 0) AS pending_rows,
        a.source AS attached_to,
        a.state AS attachment_state,
        a.last_error AS attachment_error,
@@ -66,6 +69,8 @@ class CollectionStatus:
     embedded: int
     pending_chunks: int
     pending_records: int
+    # Rows of the attached table written by bulk statements whose records the next sync derives.
+    pending_rows: int
     leased_chunks: int
     failed: int
     oldest_stale_change: datetime | None
@@ -81,8 +86,9 @@ class CollectionStatus:
 
     @property
     def stale(self) -> int:
-        """Work still to do: chunks without a current vector plus records not yet chunked."""
-        return self.pending_chunks + self.pending_records
+        """Work still to do: chunks without a current vector, records not yet chunked and
+        attached rows whose records are not yet derived."""
+        return self.pending_chunks + self.pending_records + self.pending_rows
 
     @property
     def lag_seconds(self) -> float | None:
@@ -103,6 +109,7 @@ class CollectionStatus:
             "failed": self.failed,
             "pending_chunks": self.pending_chunks,
             "pending_records": self.pending_records,
+            "pending_rows": self.pending_rows,
             "leased_chunks": self.leased_chunks,
             "lease_holders": [h.to_json() for h in self.lease_holders],
             "dimensions": self.dimensions,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from embedplat.attach import drain
 from embedplat.chunking import Chunk, chunk_text
 from embedplat.collections import CollectionInfo, get_collection, list_collections
 from embedplat.config import DEFAULT_BATCH_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS
@@ -130,6 +131,9 @@ class SyncReport:
     chunks_failed: int = 0
     chunks_parked: int = 0
     chunks_discarded: int = 0
+    # Keys of an attached table queued by bulk statements, whose records this sync derived
+    # (embedplat.attach_drain) before chunking.
+    attached_rows_drained: int = 0
     seconds: float = 0.0
     indexes_built: list[str] = field(default_factory=list)
     more_work: bool = False
@@ -153,6 +157,7 @@ class SyncReport:
         self.chunks_failed += other.chunks_failed
         self.chunks_parked += other.chunks_parked
         self.chunks_discarded += other.chunks_discarded
+        self.attached_rows_drained += other.attached_rows_drained
         self.indexes_built += other.indexes_built
         self.more_work = self.more_work or other.more_work
         self.leased_elsewhere += other.leased_elsewhere
@@ -168,6 +173,7 @@ class SyncReport:
             "chunks_failed": self.chunks_failed,
             "chunks_parked": self.chunks_parked,
             "chunks_discarded": self.chunks_discarded,
+            "attached_rows_drained": self.attached_rows_drained,
             "seconds": round(self.seconds, 3),
             "indexes_built": self.indexes_built,
             "more_work": self.more_work,
@@ -729,6 +735,15 @@ def pending_counts(conn: Connection, collection_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def has_queued_keys(conn: Connection, collection_id: int) -> bool:
+    """Whether bulk statements on the collection's attached table queued keys to drain."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM embedplat.attach_pending WHERE collection_id = %s)",
+        (collection_id,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _build_index(
     connect: Callable[[], Connection],
     collection: CollectionInfo,
@@ -757,6 +772,9 @@ def sync_collection(
     with connect() as conn:
         conn.autocommit = True
         collection = get_collection(conn, collection_name)
+        if has_queued_keys(conn, collection.id):
+            # Records of rows written by bulk statements first: they may be stale records.
+            report.attached_rows_drained += drain(connect, collection.name).rows_read
         stale_records, pending_chunks = pending_counts(conn, collection.id)
         progress.start(collection.name, stale_records, pending_chunks)
         # (model id, dimensions) whose ANN index to ensure at the end, if any.

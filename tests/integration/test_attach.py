@@ -397,6 +397,11 @@ def _generated(conn: psycopg.Connection[Any]) -> dict[str, tuple[Any, ...]]:
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
+def _own(*ids: int) -> set[str]:
+    """The generated functions of these collections: a trigger and a drain function each."""
+    return {f"attach_{kind}_c{i}" for i in ids for kind in ("trigger", "drain")}
+
+
 def test_each_attachment_has_its_own_locked_down_trigger_function(
     db_url: str, app: psycopg.Connection[Any]
 ) -> None:
@@ -404,7 +409,7 @@ def test_each_attachment_has_its_own_locked_down_trigger_function(
     _attach(db_url, "titles", text_columns=["title"], metadata_columns=[])
     ids = dict(app.execute("SELECT c.name, c.id FROM embedplat.collections c").fetchall())
     functions = _generated(app)
-    assert set(functions) == {f"attach_trigger_c{ids['arts']}", f"attach_trigger_c{ids['titles']}"}
+    assert set(functions) == _own(ids["arts"], ids["titles"])
     for definer, settings, public_may_execute in functions.values():
         assert definer and not public_may_execute
         assert "search_path=pg_catalog, pg_temp" in settings
@@ -424,12 +429,12 @@ def test_each_attachment_has_its_own_locked_down_trigger_function(
     assert called == {f"embedplat_attach.attach_trigger_c{i}" for i in ids.values()}
     # a refresh re-generates (same name), a detach drops only its own function
     _attach(db_url, "titles", text_columns=["body"], refresh=True)
-    assert len(_generated(app)) == 2
+    assert set(_generated(app)) == _own(ids["arts"], ids["titles"])
     app.execute("UPDATE articles SET body = 'Apples are green.' WHERE id = 1")
     assert _records(app, "titles")["1"][0] == "Apples are green."
     with app.transaction():
         detach_table(app, "titles")
-    assert set(_generated(app)) == {f"attach_trigger_c{ids['arts']}"}
+    assert set(_generated(app)) == _own(ids["arts"])
     # dropping the collection detaches it and drops the function too
     app.execute("DELETE FROM embedplat.collections WHERE name = 'arts'")
     assert _generated(app) == {}

@@ -87,7 +87,7 @@ def test_attach_sync_search_status_refuse_ingest_detach(
     proc = run([*ATTACH, "--metadata", "author", "--model", MODEL], url_env)
     assert _lines(proc.stdout) == [
         "attached 'arts' to articles: 3 rows read, 3 records inserted, 0 updated, 0 deleted "
-        "(3 transactions, 0 retried)"
+        "(2 transactions, 0 retried)"
     ]
     # Text columns joined as `ingest --text-field` joins them; metadata from the column.
     assert _records(app) == {
@@ -236,3 +236,23 @@ def test_no_backfill_filter_then_reconcile_and_detach_dropping_records(
 def test_the_cli_batch_default_is_the_library_one() -> None:
     # The CLI spells the default itself (so --help does not import psycopg); one source.
     assert cli_attach.DEFAULT_BACKFILL_BATCH == attach_mod.DEFAULT_BACKFILL_BATCH
+    assert cli_attach.DEFAULT_INLINE_ROWS == attach_mod.DEFAULT_INLINE_ROWS
+
+
+def test_inline_rows_queues_bulk_statements_until_sync_drains_them(
+    app: psycopg.Connection[Any], url_env: dict[str, str]
+) -> None:
+    run([*ATTACH, "--model", MODEL, "--inline-rows", "1"], url_env)
+    app.execute(
+        "INSERT INTO articles (id, title, body) VALUES (10, 'Figs', 'Figs are sweet.'), "
+        "(11, 'Grapes', 'Grapes grow in bunches.')"
+    )
+    assert set(_records(app)) == {"1", "2", "3"}  # two rows > inline_rows 1: queued
+    listing = json.loads(run(["attachments", "--json"], url_env).stdout)["attachments"]
+    assert [(a["inline_rows"], a["pending_rows"]) for a in listing] == [(1, 2)]
+    assert "2 rows queued for the next sync" in run(["attachments"], url_env).stdout
+    (status,) = json.loads(run(["status", "--json"], url_env).stdout)["collections"]
+    assert status["pending_rows"] == 2
+    report = json.loads(run(["sync", "--no-index", "--json"], url_env).stdout)
+    assert report["attached_rows_drained"] == 2 and report["records_chunked"] == 5
+    assert set(_records(app)) == {"1", "2", "3", "10", "11"}

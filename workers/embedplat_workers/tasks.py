@@ -154,11 +154,13 @@ class CollectionWork:
     stale_records: int
     claimable_chunks: int
     running_tasks: int
+    # Queue rows of keys written by bulk statements on an attached table (up to 1,000 each).
+    queued_keys: int = 0
 
     @property
     def claimable(self) -> int:
         """Units of work a task could start on right now."""
-        return self.stale_records + self.claimable_chunks
+        return self.stale_records + self.claimable_chunks + self.queued_keys
 
 
 _COLLECTION_WORK = """
@@ -177,7 +179,11 @@ SELECT c.id,
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND l.objid::int8 = c.id
            AND l.classid::int8 >= %(base)s
-           AND l.classid::int8 < %(base)s + %(slots)s) AS running_tasks
+           AND l.classid::int8 < %(base)s + %(slots)s) AS running_tasks,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM embedplat.attach_pending p
+            WHERE p.collection_id = c.id
+            LIMIT %(cap)s) s) AS queued_keys
 FROM embedplat.collections c
 WHERE %(name)s::text IS NULL OR c.name = %(name)s
 ORDER BY c.name
@@ -201,7 +207,10 @@ def collection_work(
         _COLLECTION_WORK,
         {"cap": cap, "base": SLOT_LOCK_BASE, "slots": max_parallel, "name": name},
     ).fetchall()
-    return [CollectionWork(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+    return [
+        CollectionWork(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
+        for r in rows
+    ]
 
 
 @contextmanager

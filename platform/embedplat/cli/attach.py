@@ -17,9 +17,10 @@ from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAUL
 if TYPE_CHECKING:
     from embedplat.attach import Attachment, AttachReport
 
-# The back-fill's default batch, spelled here as well so `--help` stays fast (no psycopg
-# import); a test checks it equals embedplat.attach.DEFAULT_BACKFILL_BATCH.
+# The back-fill's default batch and inline_rows, spelled here as well so `--help` stays fast
+# (no psycopg import); a test checks they equal embedplat.attach's.
 DEFAULT_BACKFILL_BATCH = 1000
+DEFAULT_INLINE_ROWS = 1000
 
 
 def _columns(values: list[str] | None) -> list[str] | None:
@@ -92,6 +93,16 @@ def attach(
             "keep their stored values; every record is re-derived from the table.",
         ),
     ] = False,
+    inline_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--inline-rows",
+            min=0,
+            help="Statements writing more table rows than this queue their keys for the next "
+            f"sync instead of writing records in their own transaction (default "
+            f"{DEFAULT_INLINE_ROWS:,} for a new attachment; --refresh keeps the stored value).",
+        ),
+    ] = None,
     no_backfill: Annotated[
         bool,
         typer.Option(
@@ -128,6 +139,7 @@ def attach(
             chunk_tokens=chunk_tokens,
             chunk_overlap=chunk_overlap,
             refresh=refresh,
+            inline_rows=inline_rows,
             backfill=not no_backfill,
             batch_size=batch_size,
             progress=progress,
@@ -255,6 +267,8 @@ def attachment_line(item: Attachment) -> str:
         f"{shown(item.collection)}\t{shown(item.source)}\t{shown(item.state)}\t{columns}"
         f"\t{item.records:,} records"
     )
+    if item.pending_rows:
+        line += f"\t{item.pending_rows:,} rows queued for the next sync"
     if item.missing_columns:
         line += f"\tmissing: {_joined(item.missing_columns)}"
     if item.last_error:

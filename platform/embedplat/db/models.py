@@ -250,7 +250,7 @@ class EmbeddingJob(Base):
 class Attachment(Base):
     """An app table attached to a collection: triggers on the table keep its records in step.
 
-    Created and changed by ``embedplat.attach()`` / ``embedplat.detach()`` (sql/attach.v1.sql);
+    Created and changed by ``embedplat.attach()`` / ``embedplat.detach()`` (sql/attach.v2.sql);
     ``source_relid`` follows a rename of the table, ``source_schema``/``source_table`` are its
     names when last attached (to report a table that was dropped).
     """
@@ -287,8 +287,31 @@ class Attachment(Base):
     backfill_cursor: Mapped[list[str] | None] = mapped_column(ARRAY(Text), nullable=True)
     backfill_started_at: Mapped[datetime] = _now()
     backfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Whether the back-fill has a prune pass (not after a first attach to an empty collection).
+    backfill_prune: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("true")
+    )
+    # Statements writing more source rows than this queue their keys (AttachPending) instead
+    # of writing records in the writer's transaction (sql/attach.v2.sql).
+    inline_rows: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1000")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class AttachPending(Base):
+    """Keys of an attached table's rows written by a bulk statement (more rows than the
+    attachment's ``inline_rows``), up to 1,000 per row, whose records the next drain derives
+    (``embedplat.attach_drain``, run by every sync of the collection)."""
+
+    __tablename__ = "attach_pending"
+    __table_args__ = (Index("ix_attach_pending_collection_id_id", "collection_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("attachments.collection_id", ondelete="CASCADE"), nullable=False
+    )
+    external_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    queued_at: Mapped[datetime] = _now()
 
 
 class CollectionGrant(Base):

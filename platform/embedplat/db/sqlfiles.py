@@ -36,3 +36,21 @@ def resource_dir(package: str) -> Path:
 def read_sql(name: str) -> str:
     """The text of ``sql/<name>``."""
     return (resource_dir("embedplat.sqlfiles") / name).read_text(encoding="utf-8")
+
+
+def function_sql(name: str, function: str) -> str:
+    """The ``CREATE OR REPLACE FUNCTION function(...)`` statement of ``sql/<name>``, through the
+    end of its ``$fn$`` body: a downgrade re-applies one function of an older file this way."""
+    text = read_sql(name)
+    start = text.index(f"CREATE OR REPLACE FUNCTION {function}(")
+    body = text.index("$fn$", text.index("AS $fn$", start) + len("AS $fn$"))
+    return text[start : body + len("$fn$")] + ";"
+
+
+def view_sql(name: str, view: str) -> str:
+    """The ``CREATE OR REPLACE VIEW view`` statement of ``sql/<name>`` with the ``COMMENT ON
+    VIEW`` that follows it."""
+    text = read_sql(name)
+    start = text.index(f"CREATE OR REPLACE VIEW {view} AS")
+    comment = text.index(f"COMMENT ON VIEW {view} IS", start)
+    return text[start : text.index(";\n", comment) + 1]

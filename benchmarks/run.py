@@ -399,6 +399,9 @@ def _workers(r: Result) -> list[str]:
 
 # -- bench_attach ---------------------------------------------------------------------------------
 
+# bench_attach's all-inline comparison attachment (its inline_rows).
+INLINE_EVERYTHING = 1_000_000_000
+
 
 def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
@@ -431,6 +434,27 @@ def _floor_rate(r: Result) -> str:
     return f"{ov['rows'] / ov['profile']['records_insert_floor_seconds']['median']:,.0f} (computed)"
 
 
+def _mmm(spread: dict[str, Any]) -> str:
+    return f"{spread['min']} / {spread['median']} / {spread['max']}"
+
+
+def _prune_free(part: Result) -> bool:
+    """Whether no run of a back-fill had a prune pass (a first attach to an empty collection)."""
+    return all(run.get("records_checked", 1) == 0 for run in part["runs"])
+
+
+def _phases(part: Result) -> str:
+    if _prune_free(part):
+        return "a first attach: the forward pass only, no prune pass"
+    return "forward and prune phases"
+
+
+def _prune_note(part: Result) -> str:
+    if _prune_free(part):
+        return " (a first attach has no prune pass)"
+    return " (the rest is the prune phase, which re-derives every record to find those whose row is gone)"
+
+
 def _attach(r: Result) -> list[str]:
     # Two parts measured separately (bench_attach --only): each with its own date.
     out: list[str] = []
@@ -447,12 +471,12 @@ def _attach(r: Result) -> list[str]:
         out += [
             _when(r, ov),
             "",
-            f"Trigger overhead, {ov['note']}: {ov['rows']:,} SciFact-text rows into an attached table (title + body attached, author as metadata) vs. the same rows into an unattached twin, alternating, {ov['runs']} runs each; min / median / max seconds. Ratios are computed from the medians.",
+            f"Trigger overhead, {ov['note']}: {ov['rows']:,} SciFact-text rows in one statement into an unattached twin, into a table attached with the default `inline_rows` (1,000: the statement queues its keys, a sync derives the records after the commit) and into one attached with `inline_rows` {INLINE_EVERYTHING:,} (the statement writes every record itself); the order rotates per run, {ov['runs']} runs each; min / median / max seconds; ratios computed from the medians. _Drain_: the `embedplat.attach_drain` loop (what a sync runs first) that then writes the queued rows' records, outside the app's transaction.",
             "",
-            "| statement | unattached twin s | attached s | ratio (computed) | goal |",
-            "|---|---|---|---:|---|",
+            "| statement | twin s | attached s (keys queued) | ratio (computed) | goal | drain after it s | drain rows/s (computed) | attached, all inline s | ratio (computed) |",
+            "|---|---|---|---:|---|---|---|---|---:|",
             *[
-                f"| {'`COPY`' if m == 'copy' else '`INSERT ... SELECT`'} of {ov['rows']:,} rows | {b['plain_seconds']['min']} / {b['plain_seconds']['median']} / {b['plain_seconds']['max']} | {b['attached_seconds']['min']} / {b['attached_seconds']['median']} / {b['attached_seconds']['max']} | {b['ratio_of_medians_computed']} | ≤ {ov['goal_bulk_ratio']}: {_met(b['ratio_of_medians_computed'] <= ov['goal_bulk_ratio'])} |"
+                f"| {'`COPY`' if m == 'copy' else '`INSERT ... SELECT`'} of {ov['rows']:,} rows | {_mmm(b['plain_seconds'])} | {_mmm(b['attached_seconds'])} | {b['attached']['ratio_of_medians_computed']} | ≤ {ov['goal_bulk_ratio']}: {_met(b['attached']['ratio_of_medians_computed'] <= ov['goal_bulk_ratio'])} | {_mmm(b['drain_seconds'])} | {b['drain_rows_per_second_computed']['median']:,.0f} (median) | {_mmm(b['inline_seconds'])} | {b['inline']['ratio_of_medians_computed']} |"
                 for m, b in ov["bulk"].items()
             ],
             "",
@@ -465,14 +489,14 @@ def _attach(r: Result) -> list[str]:
             "",
             f"New work from the {other['rows_updated']:,} unattached-column updates: stale records {other['work_before']['stale_records']:,} before and {other['work_after']['stale_records']:,} after, queue rows {other['work_before']['queue_rows']} and {other['work_after']['queue_rows']}, newest record `updated_at` unchanged: {other['work_before']['records_max_updated_at'] == other['work_after']['records_max_updated_at']}; record xmin changed for {other['records_touched_xmin_changed']} of the {other['records_touched_xmin_compared']} updated rows whose version was taken before, and for {other['sample_records_xmin_changed']} of a {other['sample_records']:,}-record sample. **No new work: {other['no_new_work']}.**",
             "",
-            f"Where the time goes (`track_functions = all`, auto_explain of the trigger's statements; after the timed runs): a plain `INSERT ... SELECT` of the same rows straight into `embedplat.records`, no trigger at all, takes **{floor} s** (median of 3, rolled back) against {ov['bulk']['insert_select']['plain_seconds']['median']} s for the app's own table: writing the records (their two btree keys, the partial stale index, the GIN metadata index, the generated content hash, the foreign-key check per row and the NOTIFY triggers) is the bulk of the overhead, so no trigger that writes this table in the app's transaction can reach 1.5 times the plain insert. Per one-row update the attachment's generated trigger function (static statements, planned once per session; an UPDATE that changes no attached column returns before any other work) takes {trig} ms{'' if not parts else f', of which building SQL from `pg_attribute` (`attach_sql_parts`) is {parts:.3f} ms'}. The full profile is in `results/attach.json` (`overhead.profile`).",
+            f"Where the time goes (`track_functions = all`, auto_explain of the trigger's statements; after the timed runs): a plain `INSERT ... SELECT` of the same rows straight into `embedplat.records`, no trigger at all, takes **{floor} s** (median of 3, rolled back) against {ov['bulk']['insert_select']['plain_seconds']['median']} s for the app's own table: writing the records (their two btree keys, the partial stale index, the GIN metadata index, the generated content hash, the foreign-key check per row and the NOTIFY triggers) is the bulk of the overhead, so no trigger that writes this table in the app's transaction can reach 1.5 times the plain insert: hence the queue for statements past `inline_rows`. Per one-row update the attachment's generated trigger function (static statements, planned once per session; an UPDATE that changes no attached column returns before any other work) takes {trig} ms{'' if not parts else f', of which building SQL from `pg_attribute` (`attach_sql_parts`) is {parts:.3f} ms'}. The full profile is in `results/attach.json` (`overhead.profile`).",
             "",
         ]
     if bf := r.get("backfill"):
         out += [
             _when(r, bf),
             "",
-            f"Back-fill, {bf['note']}: attach a {bf['rows']:,}-row table ({bf['table_bytes'] / 1e6:.0f} MB, SciFact text) and run `embedplat.attach.backfill` (one transaction per batch, forward and prune phases) at each batch size, runs interleaved; meanwhile an app writer thread updates the text column of a random row and inserts a new row, alternately, 5 ms apart, in autocommit. Rows/s = rows read / whole back-fill time (computed); write times include the app's own trigger work. The same writer alone for 3 s before each back-fill: p99 {_ms_range(bf, 'p99_ms')} ms, max {_ms_range(bf, 'max_ms')} ms (min / median / max over the runs).",
+            f"Back-fill, {bf['note']}: attach a {bf['rows']:,}-row table ({bf['table_bytes'] / 1e6:.0f} MB, SciFact text) and run `embedplat.attach.backfill` (one transaction per batch; {_phases(bf)}) at each batch size, runs interleaved; meanwhile an app writer thread updates the text column of a random row and inserts a new row, alternately, 5 ms apart, in autocommit. Rows/s = rows read / whole back-fill time (computed); write times include the app's own trigger work. The same writer alone for 3 s before each back-fill: p99 {_ms_range(bf, 'p99_ms')} ms, max {_ms_range(bf, 'max_ms')} ms (min / median / max over the runs).",
             "",
             "| batch | rows/s min / median / max (computed) | seconds | app write p99 ms (min / median / max) | app write max ms | writes > 100 ms | records = table rows | goals |",
             "|---:|---|---|---|---:|---:|---|---|",
@@ -481,7 +505,7 @@ def _attach(r: Result) -> list[str]:
                 for batch, b in bf["by_batch"].items()
             ],
             "",
-            f"Where the time goes: the forward phase took {_share(bf, 'forward_seconds')} of the whole back-fill time (the rest is the prune phase, which re-derives every record to find those whose row is gone); rebuilding the SQL from `pg_attribute` (`attach_sql_parts`) took {_parts_share(bf)} of the time inside `embedplat.attach_backfill` (`track_functions = all`): not what limits it. Each forward batch writes records as the bulk insert above does (the records-insert floor there is {_floor_rate(r)} rows/s) and takes a `FOR SHARE` lock on every source row it reads.",
+            f"Where the time goes: the forward phase took {_share(bf, 'forward_seconds')} of the whole back-fill time{_prune_note(bf)}; rebuilding the SQL from `pg_attribute` (`attach_sql_parts`) took {_parts_share(bf)} of the time inside `embedplat.attach_backfill` (`track_functions = all`): not what limits it. Each forward batch writes records as the bulk insert above does (the records-insert floor there is {_floor_rate(r)} rows/s) and takes a `FOR SHARE` lock on every source row it reads.",
             "",
         ]
     if not out:

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from embedplat.attach import backfill, get_attachment
+from embedplat.attach import backfill, drain, get_attachment
 from embedplat.db.connection import libpq_url
 
 from .search_helpers import hash_sync
@@ -71,6 +71,14 @@ def _writer(
                     next_id += WRITERS
                     conn.execute("UPDATE articles SET id = %s WHERE id = %s", (next_id, old))
                     mine.append(next_id)
+                elif kind < 0.85:
+                    # several rows in one statement: past a small inline_rows, their keys
+                    # are queued and a drain derives them, racing the next writes
+                    picks = rng.sample(mine, min(4, len(mine)))
+                    conn.execute(
+                        "UPDATE articles SET body = %s || id WHERE id = ANY (%s)",
+                        (f"bulk {rng.random()} ", picks),
+                    )
                 else:
                     # several rows in one transaction, in random order: the order the
                     # back-fill locks them in is not the app's
@@ -171,4 +179,15 @@ def test_deletes_during_sync_lose_nothing(db_url: str) -> None:
         _attach(db_url)
         syncs, _ = _run_writers(db_url, True, lambda: [hash_sync(db_url, "arts") for _ in range(3)])
         assert all(s.chunks_failed == 0 for s in syncs)
+        _check_all_embedded(db_url, app)
+
+
+def test_bulk_statements_queued_during_syncs_lose_nothing(db_url: str) -> None:
+    # inline_rows 2: the writers' 4-row statements queue their keys while syncs drain them
+    with _table(db_url) as app:
+        _attach(db_url, inline_rows=2)
+        syncs, _ = _run_writers(db_url, True, lambda: [hash_sync(db_url, "arts") for _ in range(3)])
+        assert all(s.chunks_failed == 0 for s in syncs)
+        assert sum(s.attached_rows_drained for s in syncs) > 0
+        drain(_factory(db_url), "arts")  # what the last writes queued
         _check_all_embedded(db_url, app)

@@ -6,7 +6,10 @@ sentence-transformers model is actually loaded. Other embedders (another runtime
 service, the tests' deterministic one) are added with :func:`register_embedder_provider`, from
 a module named in ``EMBEDPLAT_PLUGINS`` when another process (the CLI, a worker) must know them;
 see :mod:`embedplat.embedders.base` for the protocol and :mod:`embedplat.embedders.providers`
-for the registry.
+for the registry. Local model folders registered by name (``embedplat model add``) are kept in
+the database (:mod:`embedplat.models`); :mod:`embedplat.embedders.registry` holds what this
+process read of them, and :mod:`embedplat.embedders.mpnet` reassembles all-mpnet-base-v2 from
+its part packages.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from embedplat.embedders.providers import (
     register_embedder_provider,
     unregister_embedder_provider,
 )
+from embedplat.embedders.registry import ModelFacts, RegisteredModel, read_model_facts
 from embedplat.embedders.sentence_transformers import SentenceTransformerEmbedder
 
 __all__ = [
     "Embedder",
     "EmbedderFactory",
     "EmbedderProvider",
+    "ModelFacts",
     "ModelSource",
     "ModelUnavailableError",
+    "RegisteredModel",
     "SentenceTransformerEmbedder",
     "TokenCounter",
     "check_vector",
@@ -38,6 +44,7 @@ __all__ = [
     "load_plugins",
     "locate_model",
     "provider_for",
+    "read_model_facts",
     "register_embedder_provider",
     "unregister_embedder_provider",
 ]

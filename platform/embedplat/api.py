@@ -16,6 +16,7 @@ from embedplat import analytics as _analytics
 from embedplat import attach as _attach
 from embedplat import collections as _collections
 from embedplat import export as _export
+from embedplat import models as _models
 from embedplat.analytics import AnomalyScore, DuplicateGroupMember, DuplicatePair
 from embedplat.attach import Attachment, AttachReport
 from embedplat.collections import CollectionInfo
@@ -27,11 +28,12 @@ from embedplat.config import (
 )
 from embedplat.db import migrate
 from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
-from embedplat.embedders import Embedder, load_embedder, locate_model
+from embedplat.embedders import Embedder, load_embedder
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, SchemaNotReadyError
 from embedplat.indexes import IndexReport, drop_collection_indexes
 from embedplat.indexes import build_index as _build_index
 from embedplat.ingest import RecordInput, records_from_dicts
+from embedplat.models import ModelAdded, ModelInfo
 from embedplat.search import (
     DEFAULT_K,
     HybridHit,
@@ -133,14 +135,14 @@ class Platform:
     ) -> CollectionInfo:
         """Create a collection (see `embedplat collection create`).
 
-        ``model`` must be servable here (:func:`~embedplat.embedders.locate_model`, which loads
-        nothing): an unknown name raises
-        :class:`~embedplat.embedders.ModelUnavailableError` before anything is stored, rather
-        than failing every later sync of the collection.
+        ``model`` must be servable here (:func:`~embedplat.models.require_model`, which loads
+        nothing; a name registered with :meth:`add_model` resolves to its folder): an unknown
+        name raises :class:`~embedplat.embedders.ModelUnavailableError` before anything is
+        stored, rather than failing every later sync of the collection.
         """
-        if model.strip():  # a blank name gets the collection layer's own error
-            locate_model(model)
         with self.connection() as conn:
+            if model.strip():  # a blank name gets the collection layer's own error
+                _models.require_model(conn, model)
             return _collections.create_collection(
                 conn,
                 name,
@@ -165,6 +167,40 @@ class Platform:
         with self.connection() as conn:
             collection_id = _collections.drop_collection(conn, name)
         drop_collection_indexes(self.new_connection, collection_id)
+
+    # -- models -----------------------------------------------------------------------------
+
+    def models(self, *, check: bool = False) -> list[ModelInfo]:
+        """Every model the platform knows, with its source, facts, fingerprint and the
+        collections using it (see `embedplat model list` and docs/models.md).
+
+        Nothing is loaded: facts come from the models' config files. With ``check=True``
+        each model is loaded (seconds per real model; all-mpnet-base-v2 is extracted on
+        first use) and its loaded dimensions and fingerprint are reported, or why it failed.
+        """
+        with self.connection() as conn:
+            infos = _models.list_models(conn)
+        return _models.check_models(infos, self.embedder) if check else infos
+
+    def add_model(
+        self, name: str, path: str | os.PathLike[str], *, replace: bool = False
+    ) -> ModelAdded:
+        """Register the local model folder ``path`` under ``name`` (see `embedplat model add`).
+
+        Every process that embeds resolves ``name`` to that folder (the same absolute path on
+        each machine) and refuses to embed when its files there differ from the ones
+        registered now. Raises :class:`~embedplat.models.ModelRegistrationError` for a
+        reserved or taken name (``replace=True`` re-points a name no collection has vectors
+        of), or a folder that is not a model.
+        """
+        with self.connection() as conn:
+            return _models.add_model(conn, name, os.fspath(path), replace=replace)
+
+    def remove_model(self, name: str) -> bool:
+        """Forget the registration of ``name`` (False: there was none); refused while a
+        collection uses it."""
+        with self.connection() as conn:
+            return _models.remove_model(conn, name)
 
     # -- ingest -----------------------------------------------------------------------------
 

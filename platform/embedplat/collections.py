@@ -11,12 +11,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
+from embedplat.embedders.registry import remember_registration
 from embedplat.errors import (
     CollectionBusyError,
     CollectionExistsError,
     CollectionNotFoundError,
     InvalidInputError,
 )
+from embedplat.models import REGISTRATION_COLUMNS, registration_from_row
 
 Connection = psycopg.Connection[Any]
 
@@ -52,11 +54,26 @@ class CollectionInfo:
         }
 
 
-_SELECT = """
-SELECT id, name, model_name, chunk_tokens, chunk_overlap, active_model_id, index_options,
-       created_at
-FROM embedplat.collections
+# The collection's model registration comes along (NULL columns: the name is not registered),
+# so whoever looks a collection up before loading its model (sync, search) resolves a
+# registered name the way the database says (embedplat.embedders.registry).
+_SELECT = (
+    """
+SELECT c.id, c.name, c.model_name, c.chunk_tokens, c.chunk_overlap, c.active_model_id,
+       c.index_options, c.created_at, """
+    + ", ".join(f"r.{column} AS registered_{column}" for column in REGISTRATION_COLUMNS)
+    + """
+FROM embedplat.collections c
+LEFT JOIN embedplat.registered_models r ON r.name = c.model_name
 """
+)
+
+
+def _collection_from_row(row: dict[str, Any]) -> CollectionInfo:
+    """The collection of a ``_SELECT`` row; its model's registration is remembered."""
+    registered = registration_from_row(row, prefix="registered_")
+    remember_registration(row["model_name"], registered)
+    return CollectionInfo(**{k: v for k, v in row.items() if not k.startswith("registered_")})
 
 
 def validate_collection_name(name: str) -> str:
@@ -121,19 +138,19 @@ def create_collection(
 def get_collection(conn: Connection, name: str) -> CollectionInfo:
     """The collection called ``name``; :class:`CollectionNotFoundError` if there is none."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_SELECT + "WHERE name = %s", (name,)).fetchone()
+        row = cur.execute(_SELECT + "WHERE c.name = %s", (name,)).fetchone()
     if row is None:
         raise CollectionNotFoundError(
             f"no collection named {name!r}; see `embedplat collection list`"
         )
-    return CollectionInfo(**row)
+    return _collection_from_row(row)
 
 
 def list_collections(conn: Connection) -> list[CollectionInfo]:
     """All collections, by name."""
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_SELECT + "ORDER BY name").fetchall()
-    return [CollectionInfo(**row) for row in rows]
+        rows = cur.execute(_SELECT + "ORDER BY c.name").fetchall()
+    return [_collection_from_row(row) for row in rows]
 
 
 def drop_collection(conn: Connection, name: str) -> int:

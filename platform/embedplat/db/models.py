@@ -333,3 +333,41 @@ class CollectionGrant(Base):
     role: Mapped[int] = mapped_column(OID, primary_key=True)
     can_write: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     granted_at: Mapped[datetime] = _now()
+
+
+class ModelRegistration(Base):
+    """A local model folder registered under a name (`embedplat model add`, see
+    :mod:`embedplat.models`).
+
+    Every process that embeds with the name loads the folder at ``path`` and refuses to when
+    its files there do not hash to ``fingerprint``. Holds no collection's data: every role
+    reads it, only the owner writes it.
+    """
+
+    __tablename__ = "registered_models"
+    __table_args__ = (
+        CheckConstraint("length(name) BETWEEN 1 AND 200", name="name_length"),
+        CheckConstraint("dimensions > 0", name="dimensions_positive"),
+        CheckConstraint("max_seq_length > 0", name="max_seq_length_positive"),
+        CheckConstraint("distance IN ('cosine', 'l2', 'ip')", name="distance_known"),
+        CheckConstraint("jsonb_typeof(prompts) = 'object'", name="prompts_object"),
+    )
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The folder, absolute: the same path on every machine that embeds with the name.
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    fingerprint: Mapped[str] = mapped_column(Text, nullable=False)
+    dimensions: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_seq_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Whether the model's modules.json ends in a Normalize module.
+    normalize_module: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    distance: Mapped[str] = mapped_column(Text, nullable=False, server_default="cosine")
+    # config_sentence_transformers.json "prompts", e.g. {"query": "query: "}.
+    prompts: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    default_prompt_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    registered_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()

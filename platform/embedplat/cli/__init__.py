@@ -21,6 +21,7 @@ from embedplat.cli import (  # noqa: F401
     status,
     worker,
     collections,
+    model,
     grants,
 )
 

@@ -1,0 +1,145 @@
+"""`embedplat model list | add | remove`: the models the platform knows, and local folders
+registered by name (docs/models.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from embedplat.cli.app import app, handle_errors, open_platform, usage_error
+from embedplat.cli.options import JsonFlag, storable_text
+from embedplat.cli.output import print_json, shown
+from embedplat.config import Settings
+
+if TYPE_CHECKING:
+    from embedplat.models import ModelInfo
+
+model_app = typer.Typer(
+    help="List embedding models and register local model folders by name.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(model_app, name="model")
+
+ModelNameArg = Annotated[
+    str,
+    typer.Argument(metavar="NAME", help="The model's registered name.", callback=storable_text),
+]
+
+
+@model_app.command("list")
+@handle_errors()
+def model_list(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Load each model to be sure it works (seconds per model; all-mpnet-base-v2 is "
+            "extracted on first use).",
+        ),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """List the models the platform knows: bundled, extra, registered, and those collections use.
+
+    Nothing is loaded unless --check: dimensions, sequence length and prompts come from the
+    models' config files, and a registered folder is hashed to compare it with its registered
+    fingerprint.
+    """
+    with open_platform() as platform:
+        infos = platform.models(check=check)
+    if json_out:
+        print_json({"models": [info.to_json() for info in infos]})
+        return
+    for info in infos:
+        _print_model(info)
+
+
+def _print_model(info: ModelInfo) -> None:
+    fields = [
+        shown(info.name),
+        info.source or "unknown",
+        f"dimensions={_or_unknown(info.dimensions)}",
+        f"max_seq_length={_or_unknown(info.max_seq_length)}",
+        f"fingerprint={(info.fingerprint or '?')[:12]}",
+        "loads" if info.loads else "does not load",
+    ]
+    if info.collections:
+        fields.append(
+            "collections=" + ",".join(_use(u.collection, u.active) for u in info.collections)
+        )
+    typer.echo("\t".join(fields))
+    if info.prompts:
+        prompts = ", ".join(f"{shown(k)}={shown(repr(v))}" for k, v in info.prompts.items())
+        typer.echo(f"  prompts: {prompts}")
+    if info.problem:
+        typer.echo(f"  why: {shown(info.problem)}")
+    stale = [u.collection for u in info.collections if u.matches is False]
+    if stale:
+        typer.echo(
+            f"  note: {', '.join(shown(c) for c in stale)} hold vectors of another fingerprint "
+            "of this name; their syncs and searches are refused until the files match"
+        )
+
+
+def _use(collection: str, active: bool) -> str:
+    return shown(collection) + ("*" if active else "")
+
+
+def _or_unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+@model_app.command("add")
+@handle_errors()
+def model_add(
+    name: ModelNameArg,
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            "--path",
+            help="The model's folder (sentence-transformers: modules.json; or transformers: "
+            "config.json), at the same path on every machine that embeds with it. Required.",
+        ),
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Point a registered name at another folder (refused while a collection holds "
+            "vectors of the old files).",
+        ),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Register a local model folder under NAME; collections can then use --model NAME."""
+    if path is None:
+        Settings.from_env()  # a bad setting is reported first, as by every command
+        raise usage_error("Missing option '--path': give the model's folder")
+    with open_platform() as platform:
+        added = platform.add_model(name, path, replace=replace)
+    if json_out:
+        print_json(added.to_json())
+        return
+    registered = added.registration
+    verb = {"added": "registered", "replaced": "re-registered", "unchanged": "already registered"}
+    typer.echo(
+        f"{verb[added.outcome]} model {registered.name!r}: {shown(registered.path)} "
+        f"({registered.dimensions} dimensions, fingerprint {registered.fingerprint[:12]})"
+    )
+
+
+@model_app.command("remove")
+@handle_errors()
+def model_remove(name: ModelNameArg, json_out: JsonFlag = False) -> None:
+    """Forget the registration of NAME (refused while a collection uses it)."""
+    with open_platform() as platform:
+        removed = platform.remove_model(name)
+    if json_out:
+        print_json({"name": name, "removed": removed})
+    elif removed:
+        typer.echo(f"removed model {name!r}")
+    else:
+        typer.echo(f"model {name!r} was not registered")

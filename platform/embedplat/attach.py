@@ -41,8 +41,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from embedplat.collections import validate_chunking, validate_collection_name
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
-from embedplat.embedders.locate import locate_model
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, server_errors
+from embedplat.models import require_model
 
 __all__ = [
     "DEFAULT_BACKFILL_BATCH",
@@ -246,7 +246,7 @@ def attach_table(
         if exists is None:
             # The collection is created with ``model``: refuse one that cannot load now, not
             # at the first sync (the check resolves the name; it loads no weights).
-            locate_model(model)
+            require_model(conn, model)
         with conn.transaction():
             conn.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
             with _attach_errors(table):

@@ -400,3 +400,21 @@ def test_a_registered_copy_of_a_real_model_embeds_and_refuses_once_changed(
     # Nothing of the changed files was stored.
     assert _rows(db_url, "SELECT count(*) FROM embedplat.embedding_models") == [(1,)]
     assert _rows(db_url, "SELECT count(*) FROM embedplat.embeddings") == [(2,)]
+
+
+def test_attach_resolves_a_registered_name(
+    platform: Platform, db_url: str, tmp_path: Path, names: list[str]
+) -> None:
+    names.append("tiny")
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO notes VALUES (1, 'a note')")
+    with pytest.raises(ModelUnavailableError):
+        platform.attach("notes", "notes", text_columns=["body"], model="tiny")
+    assert platform.attachments() == []  # refused before anything was created
+    platform.add_model("tiny", _fake_model(tmp_path / "tiny"))
+    remember_registration("tiny", None)  # as a fresh process: only the database knows it
+    report = platform.attach("notes", "notes", text_columns=["body"], model="tiny")
+    assert report.records_inserted == 1
+    (attached,) = platform.attachments()
+    assert attached.collection == "notes"

@@ -1175,9 +1175,10 @@ def _mmm(spread: dict[str, Any], unit: str = "") -> str:
 
 
 def _created_work(rounds: list[dict[str, Any]]) -> str:
-    """Queue rows and stale records an UPDATE left, as "a / b" over the rounds."""
-    pending = [r["pending_after_update"] for r in rounds]
-    return " / ".join(f"{sum(p.values()):,}" for p in pending)
+    """The work an UPDATE left (queue rows, stale records), the most of any round."""
+    keys = rounds[0]["pending_after_update"]
+    most = {k: max(r["pending_after_update"][k] for r in rounds) for k in keys}
+    return ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in most.items())
 
 
 def comparison_rows(result: dict[str, Any]) -> list[str]:
@@ -1206,7 +1207,7 @@ def comparison_rows(result: dict[str, Any]) -> list[str]:
             )
         )
         + " |",
-        f"| `UPDATE ... SET views = views + 1` on all {n:,} rows: queue rows / stale records created | "
+        f"| `UPDATE ... SET views = views + 1` on all {n:,} rows: work created | "
         + pair(lambda k: _created_work(up[k]["rounds"]))
         + " |",
         "| … chunks the next sync / worker run embeds (median) | "

@@ -15,6 +15,8 @@ Suites and the result files they write:
     analytics    bench_analytics         duplicates, anomalies
     workers      bench_workers           workers
     attach       bench_attach            attach
+    chunking     bench_chunking          chunking
+    pgai         bench_pgai              pgai
 
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
 partial run keeps the earlier figures of the others. Each section says when it was measured
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bench_chunking import markdown as chunking_markdown
+from .bench_pgai import markdown as pgai_markdown
 from .bench_workers import markdown as workers_markdown
 from .common import HERE, RESULTS, measured_line
 
@@ -54,6 +57,8 @@ SUITES: dict[str, list[list[str]]] = {
     "workers": [["benchmarks.bench_workers"]],
     "attach": [["benchmarks.bench_attach"]],
     "chunking": [["benchmarks.bench_chunking"]],
+    # ~17 min, plus building pgai's own venv the first time (bench_pgai's docstring).
+    "pgai": [["benchmarks.bench_pgai"]],
 }
 
 Result = dict[str, Any]
@@ -601,6 +606,19 @@ SECTIONS: list[Section] = [
         "chunking",
         lambda r: ["## Chunking time vs record size", "", chunking_markdown(r), ""],
         ("python -m benchmarks.bench_chunking",),
+        "scifact",
+    ),
+    Section(
+        "pgai",
+        lambda r: [
+            "## Attached table vs. pgai's vectorizer (same table, same model)",
+            "",
+            _when(r),
+            "",
+            pgai_markdown(r),
+            "",
+        ],
+        ("python -m benchmarks.bench_pgai",),
         "scifact",
     ),
 ]

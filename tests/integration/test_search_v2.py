@@ -691,3 +691,52 @@ def test_concurrent_searches_with_different_knobs(platform: Platform, hash_corpu
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_exact_path_reads_only_the_matching_records_vectors_before_any_analyze(
+    platform: Platform, db_url: str
+) -> None:
+    # A collection just loaded, before autovacuum ever analyzed its tables: the exact path of a
+    # selective filter once read every vector of the model per matching record (search.v4.sql).
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        for table in ("records", "chunks", "embeddings"):
+            conn.execute(f"ALTER TABLE embedplat.{table} SET (autovacuum_enabled = false)")
+    platform.create_collection("docs", model="test-hash-64")
+    platform.ingest(
+        "docs",
+        [
+            {
+                "id": f"d{i}",
+                "text": " ".join(WORDS[(i * j) % len(WORDS)] for j in range(450)),
+                "metadata": {"a": i % 25},
+            }
+            for i in range(1000)
+        ],
+    )
+    hash_sync(db_url)
+    query = vector_literal(HashEmbedder(64).embed(["anything"])[0])
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        analyzed = conn.execute(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = 'embedplat' "
+            "AND relname IN ('records', 'chunks', 'embeddings') "
+            "AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL"
+        ).fetchone()
+        assert analyzed == (0,)  # the case under test: no statistics yet
+        row = conn.execute(
+            "SELECT count(*) FROM embedplat.chunks ch JOIN embedplat.records r "
+            "ON r.id = ch.record_id WHERE r.metadata @> '{\"a\": 3}'"
+        ).fetchone()
+        assert row is not None
+        matching_chunks = int(row[0])
+        assert 40 <= matching_chunks <= 400
+        fetched = "SELECT pg_stat_get_xact_tuples_fetched('embedplat.embeddings'::regclass)"
+        before = conn.execute(fetched).fetchone()
+        hits = conn.execute(
+            "SELECT id FROM embedplat.search('docs', %s::vector, 10, '{\"a\": 3}'::jsonb)",
+            (query,),
+        ).fetchall()
+        after = conn.execute(fetched).fetchone()
+    assert before is not None and after is not None
+    assert len(hits) == 10
+    # The 40 matching records' vectors (a few chunks each), not all 1,000 records' per match.
+    assert after[0] - before[0] <= 2 * matching_chunks

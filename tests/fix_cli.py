@@ -1,4 +1,5 @@
-"""The CLI as a subprocess: ``run`` an ``embedplat`` command, ``_env`` for its environment.
+"""The CLI as a subprocess: ``run`` an ``embedplat`` command, ``_env`` for its environment;
+``documented_keys`` reads the JSON keys docs/cli.md documents for a command.
 
 Loaded as a pytest plugin from ``tests/conftest.py`` (for the ``url_env`` fixture); test modules
 import ``run`` and ``_env`` from here instead of from each other.
@@ -7,6 +8,7 @@ import ``run`` and ``_env`` from here instead of from each other.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,20 @@ from pathlib import Path
 import pytest
 
 from tests.fix_embedders import plugin_env
+
+_CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+
+
+def documented_keys(section: str) -> set[str]:
+    """The keys in the first column of the table under docs/cli.md's ``### `SECTION```."""
+    text = _CLI_DOC.read_text(encoding="utf-8")
+    start = text.index(f"### `{section}`")
+    end = text.find("\n### ", start + 1)
+    keys: set[str] = set()
+    for line in text[start:end].splitlines():
+        if line.startswith("| `"):
+            keys |= set(re.findall(r"`([a-z_]+)`", line.split(" | ")[0]))
+    return keys
 
 
 def run(

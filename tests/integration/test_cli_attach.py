@@ -5,9 +5,7 @@ refused; a bad column stores nothing; detach keeps or drops the records."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,9 +14,8 @@ import pytest
 from embedplat import attach as attach_mod
 from embedplat.cli import attach as cli_attach
 from embedplat.db.connection import libpq_url
-from tests.fix_cli import run
+from tests.fix_cli import documented_keys, run
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = "test-hash-64"
 ROWS = {
     1: ("Apples", "Apples are red and crisp.", "ann", True),
@@ -64,18 +61,6 @@ def _triggers(conn: psycopg.Connection[Any]) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _documented_keys(section: str) -> set[str]:
-    """The keys in the first column of the table under docs/cli.md's ``### `SECTION```."""
-    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
-    start = text.index(f"### `{section}`")
-    end = text.find("\n### ", start + 1)
-    keys: set[str] = set()
-    for line in text[start:end].splitlines():
-        if line.startswith("| `"):
-            keys |= set(re.findall(r"`([a-z_]+)`", line.split(" | ")[0]))
-    return keys
 
 
 ATTACH = ["attach", "arts", "public.articles", "--text", "title", "--text", "body"]
@@ -135,7 +120,7 @@ def test_attach_sync_search_status_refuse_ingest_detach(
     app.execute("DELETE FROM articles WHERE id = 1")
     listed = json.loads(run(["attachments", "--json"], url_env).stdout)["attachments"]
     (item,) = listed
-    assert set(item) == _documented_keys("attachments --json")
+    assert set(item) == documented_keys("attachments --json")
     assert (item["collection"], item["source"], item["state"], item["records"]) == (
         "arts",
         "articles",
@@ -152,12 +137,12 @@ def test_attach_sync_search_status_refuse_ingest_detach(
 
     # A refresh re-derives every record from the table: nothing drifted, nothing changes.
     refreshed = json.loads(run([*ATTACH[:3], "--refresh", "--json"], url_env).stdout)
-    assert set(refreshed) == _documented_keys("attach --json")
+    assert set(refreshed) == documented_keys("attach --json")
     assert refreshed["done"] is True and refreshed["rows_read"] == 3
     assert (refreshed["records_inserted"], refreshed["records_deleted"]) == (0, 0)
 
     detached = json.loads(run(["detach", "arts", "--json"], url_env).stdout)
-    assert set(detached) == _documented_keys("detach --json")
+    assert set(detached) == documented_keys("detach --json")
     assert detached == {
         "collection": "arts",
         "source": "articles",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from embedplat.indexes import IndexReport
 from embedplat.search import HybridHit, SearchHit
 from embedplat.store import IngestResult
 from embedplat.sync import SyncReport
-from tests.fix_cli import _env, run
+from tests.fix_cli import _env, documented_keys, run
 
 from .search_helpers import hash_collection, word_rows
 
@@ -205,32 +204,19 @@ def test_docs_cli_md_is_current() -> None:
     )
 
 
-def _documented_keys(section: str) -> set[str]:
-    """The keys in the first column of the table under docs/cli.md's ``### `SECTION```."""
-    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
-    start = text.index(f"### `{section}`")
-    end = text.find("\n### ", start + 1)
-    keys: set[str] = set()
-    for line in text[start:end].splitlines():
-        if line.startswith("| `"):
-            first = line.split(" | ")[0]
-            keys |= set(re.findall(r"`([a-z_]+)`", first))
-    return keys
-
-
 def test_documented_json_keys_match_the_output(platform: Platform) -> None:
     platform.ingest("docs", [{"id": "a", "text": "one"}])
     (status,) = platform.status()
-    assert _documented_keys("status --json") == set(status.to_json())
-    assert _documented_keys("sync --json") == set(SyncReport().to_json()) | {
+    assert documented_keys("status --json") == set(status.to_json())
+    assert documented_keys("sync --json") == set(SyncReport().to_json()) | {
         "requeued",
         "reconcile",
     }
-    assert _documented_keys("ingest --json") == set(IngestResult().to_json()) | {"skipped"}
+    assert documented_keys("ingest --json") == set(IngestResult().to_json()) | {"skipped"}
     index = IndexReport(collection="docs", method="hnsw", options={})
-    assert _documented_keys("index --json") == set(index.to_json())
+    assert documented_keys("index --json") == set(index.to_json())
     hit = SearchHit(id="a", score=0.5, chunk="one", metadata={})
     hybrid = HybridHit(id="a", score=0.5, chunk="one", metadata={})
-    assert _documented_keys("search --json`, `similar --json") == set(hit.to_json()) | set(
+    assert documented_keys("search --json`, `similar --json") == set(hit.to_json()) | set(
         hybrid.to_json()
     )

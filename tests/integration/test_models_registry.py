@@ -5,7 +5,6 @@ registered folder whose files changed (the CLI runs as separate processes, as wo
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -25,11 +24,9 @@ from embedplat.embedders.registry import remember_registration
 from embedplat.embedders.sentence_transformers import fingerprint_folder
 from embedplat.errors import PermissionDeniedError
 from embedplat.models import ModelRegistrationError
-from tests.fix_cli import run
+from tests.fix_cli import documented_keys, run
 
 from .search_helpers import hash_sync
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _fake_model(path: Path, *, dims: int = 8, weights: bytes = b"weights v1") -> Path:
@@ -77,18 +74,6 @@ def names() -> Iterator[list[str]]:
 def _rows(db_url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq_url(db_url)) as conn:
         return conn.execute(query, args).fetchall()
-
-
-def _documented_keys(section: str) -> set[str]:
-    """The keys in the first column of the table under docs/cli.md's ``### `SECTION```."""
-    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
-    start = text.index(f"### `{section}`")
-    end = text.find("\n### ", start + 1)
-    keys: set[str] = set()
-    for line in text[start:end].splitlines():
-        if line.startswith("| `"):
-            keys |= set(re.findall(r"`([a-z_]+)`", line.split(" | ")[0]))
-    return keys
 
 
 # -- Python ---------------------------------------------------------------------------------------
@@ -304,7 +289,7 @@ def test_cli_add_list_remove_and_their_json(
     added = json.loads(
         run(["model", "add", "tiny", "--path", str(folder), "--json"], url_env).stdout
     )
-    assert set(added) == _documented_keys("model add --json")
+    assert set(added) == documented_keys("model add --json")
     assert (added["outcome"], added["fingerprint"], added["dimensions"]) == (
         "unchanged",
         fingerprint,
@@ -316,7 +301,7 @@ def test_cli_add_list_remove_and_their_json(
     assert set(listed) == {"models"}
     by_name = {m["name"]: m for m in listed["models"]}
     for model in listed["models"]:
-        assert set(model) == _documented_keys("model list --json"), model["name"]
+        assert set(model) == documented_keys("model list --json"), model["name"]
     tiny = by_name["tiny"]
     assert (tiny["source"], tiny["registered"], tiny["loads"], tiny["prompts"]) == (
         "registered",
@@ -337,7 +322,7 @@ def test_cli_add_list_remove_and_their_json(
     assert refused.stderr.startswith("error: model 'tiny' is used by collection(s) 'docs'")
     run(["collection", "drop", "docs", "--yes"], url_env)
     removed = json.loads(run(["model", "remove", "tiny", "--json"], url_env).stdout)
-    assert set(removed) == _documented_keys("model remove --json")
+    assert set(removed) == documented_keys("model remove --json")
     assert removed == {"name": "tiny", "removed": True}
     assert (
         run(["model", "remove", "tiny"], url_env).stdout.strip()

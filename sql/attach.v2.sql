@@ -697,7 +697,6 @@ DECLARE
     last_id text;
     parsed text;
     n integer;
-    i integer;
 BEGIN
     rows_read := 0; records_inserted := 0; records_updated := 0; records_deleted := 0;
     records_checked := 0;
@@ -731,15 +730,13 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT array_agg(format_type(att.atttypid, att.atttypmod) ORDER BY u.o),
-           string_agg(format('s.%I', u.c), ', ' ORDER BY u.o),
+    key_types := embedplat.attach_key_types(a);
+    SELECT string_agg(format('s.%I', u.c), ', ' ORDER BY u.o),
            string_agg(format('s.%I AS embedplat_k%s', u.c, u.o), ', ' ORDER BY u.o)
-    INTO key_types, order_by, raw_keys
-    FROM unnest(a.id_columns) WITH ORDINALITY AS u(c, o)
-    JOIN pg_attribute att ON att.attrelid = a.source_relid AND att.attname = u.c
-                         AND NOT att.attisdropped;
+    INTO order_by, raw_keys
+    FROM unnest(a.id_columns) WITH ORDINALITY AS u(c, o);
     n := cardinality(a.id_columns);
-    IF key_types IS NULL OR cardinality(key_types) <> n THEN
+    IF array_position(key_types, NULL) IS NOT NULL THEN
         PERFORM embedplat.attach_sql_parts(a);  -- raises the clear "column ... no longer exists"
     END IF;
 

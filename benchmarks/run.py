@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .bench_attach import INLINE_EVERYTHING
 from .bench_chunking import markdown as chunking_markdown
 from .bench_pgai import markdown as pgai_markdown
 from .bench_workers import markdown as workers_markdown
@@ -403,9 +404,6 @@ def _workers(r: Result) -> list[str]:
 
 
 # -- bench_attach ---------------------------------------------------------------------------------
-
-# bench_attach's all-inline comparison attachment (its inline_rows).
-INLINE_EVERYTHING = 1_000_000_000
 
 
 def _met(ok: bool) -> str:

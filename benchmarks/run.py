@@ -487,8 +487,8 @@ def _attach(r: Result) -> list[str]:
             "",
             "| one-row UPDATE | added p50 ms | added p95 ms | goal |",
             "|---|---|---|---|",
-            f"| of an attached text column | {text['added_p50_ms_computed']['min']} / {text['added_p50_ms_computed']['median']} / {text['added_p50_ms_computed']['max']} | {text['added_p95_ms_computed']['min']} / {text['added_p95_ms_computed']['median']} / {text['added_p95_ms_computed']['max']} | p50 ≤ {text['goal_added_p50_ms']} ms: {_met(text['added_p50_ms_computed']['median'] <= text['goal_added_p50_ms'])} |",
-            f"| of an unattached column | {other['added_p50_ms_computed']['min']} / {other['added_p50_ms_computed']['median']} / {other['added_p50_ms_computed']['max']} | {other['added_p95_ms_computed']['min']} / {other['added_p95_ms_computed']['median']} / {other['added_p95_ms_computed']['max']} | p50 ≤ {other['goal_added_p50_ms']} ms: {_met(other['added_p50_ms_computed']['median'] <= other['goal_added_p50_ms'])} |",
+            f"| of an attached text column | {_mmm(text['added_p50_ms_computed'])} | {_mmm(text['added_p95_ms_computed'])} | p50 ≤ {text['goal_added_p50_ms']} ms: {_met(text['added_p50_ms_computed']['median'] <= text['goal_added_p50_ms'])} |",
+            f"| of an unattached column | {_mmm(other['added_p50_ms_computed'])} | {_mmm(other['added_p95_ms_computed'])} | p50 ≤ {other['goal_added_p50_ms']} ms: {_met(other['added_p50_ms_computed']['median'] <= other['goal_added_p50_ms'])} |",
             "",
             f"New work from the {other['rows_updated']:,} unattached-column updates: stale records {other['work_before']['stale_records']:,} before and {other['work_after']['stale_records']:,} after, queue rows {other['work_before']['queue_rows']} and {other['work_after']['queue_rows']}, newest record `updated_at` unchanged: {other['work_before']['records_max_updated_at'] == other['work_after']['records_max_updated_at']}; record xmin changed for {other['records_touched_xmin_changed']} of the {other['records_touched_xmin_compared']} updated rows whose version was taken before, and for {other['sample_records_xmin_changed']} of a {other['sample_records']:,}-record sample. **No new work: {other['no_new_work']}.**",
             "",
@@ -504,7 +504,7 @@ def _attach(r: Result) -> list[str]:
             "| batch | rows/s min / median / max (computed) | seconds | app write p99 ms (min / median / max) | app write max ms | writes > 100 ms | records = table rows | goals |",
             "|---:|---|---|---|---:|---:|---|---|",
             *[
-                f"| {batch}{' (default)' if int(batch) == bf['default_batch'] else ''} | {b['rows_per_second_computed']['min']:,.0f} / {b['rows_per_second_computed']['median']:,.0f} / {b['rows_per_second_computed']['max']:,.0f} | {b['seconds']['median']} (median) | {b['app_write_p99_ms']['min']} / {b['app_write_p99_ms']['median']} / {b['app_write_p99_ms']['max']} | {b['app_write_max_ms']} | {b['app_writes_over_100_ms']} | {b['records_equal_table_every_run']} | ≥ {bf['goal_rows_per_second']:,} rows/s: {_met(b['rows_per_second_computed']['median'] >= bf['goal_rows_per_second'])}; no write > {bf['goal_app_write_max_ms']:.0f} ms: {_met(b['app_writes_over_100_ms'] == 0)} |"
+                f"| {batch}{' (default)' if int(batch) == bf['default_batch'] else ''} | {b['rows_per_second_computed']['min']:,.0f} / {b['rows_per_second_computed']['median']:,.0f} / {b['rows_per_second_computed']['max']:,.0f} | {b['seconds']['median']} (median) | {_mmm(b['app_write_p99_ms'])} | {b['app_write_max_ms']} | {b['app_writes_over_100_ms']} | {b['records_equal_table_every_run']} | ≥ {bf['goal_rows_per_second']:,} rows/s: {_met(b['rows_per_second_computed']['median'] >= bf['goal_rows_per_second'])}; no write > {bf['goal_app_write_max_ms']:.0f} ms: {_met(b['app_writes_over_100_ms'] == 0)} |"
                 for batch, b in bf["by_batch"].items()
             ],
             "",

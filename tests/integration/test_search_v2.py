@@ -667,7 +667,7 @@ def test_downgrade_restores_search_v1(empty_db_url: str) -> None:
         }
     assert "content_tsv" not in columns
     migrate.upgrade(empty_db_url)
-    assert signature() == (8, 7)
+    assert signature() == (10, 7)  # search.v5.sql: query_model, query_fingerprint
 
 
 # -- concurrency smoke: searches from several threads share nothing ----------------------------

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Unpack
+from typing import IO, Any, TypeVar, Unpack
 
 import numpy as np
 import psycopg
@@ -29,7 +29,12 @@ from embedplat.config import (
 from embedplat.db import migrate
 from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
 from embedplat.embedders import Embedder, load_embedder
-from embedplat.errors import CollectionNotFoundError, InvalidInputError, SchemaNotReadyError
+from embedplat.errors import (
+    CollectionNotFoundError,
+    InvalidInputError,
+    ModelMismatchError,
+    SchemaNotReadyError,
+)
 from embedplat.indexes import IndexReport, drop_collection_indexes
 from embedplat.indexes import build_index as _build_index
 from embedplat.ingest import RecordInput, records_from_dicts
@@ -40,7 +45,6 @@ from embedplat.search import (
     SearchHit,
     SearchKwargs,
     SearchOptions,
-    check_query_model,
     check_query_text,
     hybrid_search_vector,
     search_vector,
@@ -59,6 +63,7 @@ from embedplat.sync import (
 from embedplat.sync import sync as run_sync
 
 Connection = psycopg.Connection[Any]
+T = TypeVar("T")
 
 
 class Platform:
@@ -418,20 +423,46 @@ class Platform:
     def search_with(
         self, collection: str, queries: Sequence[str], options: SearchOptions
     ) -> list[list[SearchHit]]:
-        """Search several query texts with one :class:`~embedplat.search.SearchOptions`."""
+        """Search several query texts with one :class:`~embedplat.search.SearchOptions`.
+
+        The texts are embedded with the collection's model and every search names that model,
+        so the database never compares them with another model's vectors; should a model
+        switch swap the collection's model between the two, they are embedded again with the
+        new one (see :meth:`_embed_queries`).
+        """
         for text in queries:
             check_query_text(text)
-        vectors = self._embed_queries(collection, queries)
-        results: list[list[SearchHit]] = []
-        with self.connection() as conn:
+
+        def run(conn: Connection, embedder: Embedder, vectors: np.ndarray) -> list[list[SearchHit]]:
+            model, fingerprint = embedder.name, embedder.fingerprint
+            results: list[list[SearchHit]] = []
             for text, vector in zip(queries, vectors, strict=True):
+                hits: list[SearchHit]
                 if options.hybrid:
-                    results.append(
-                        list(hybrid_search_vector(conn, collection, text, vector, options))
+                    hits = list(
+                        hybrid_search_vector(
+                            conn,
+                            collection,
+                            text,
+                            vector,
+                            options,
+                            query_model=model,
+                            query_fingerprint=fingerprint,
+                        )
                     )
                 else:
-                    results.append(search_vector(conn, collection, vector, options))
-        return results
+                    hits = search_vector(
+                        conn,
+                        collection,
+                        vector,
+                        options,
+                        query_model=model,
+                        query_fingerprint=fingerprint,
+                    )
+                results.append(hits)
+            return results
+
+        return self._embed_queries(collection, queries, run)
 
     def hybrid_search(
         self,
@@ -444,23 +475,59 @@ class Platform:
         """Full-text and vector search fused by reciprocal rank fusion (typed :class:`HybridHit`).
 
         Options as in :meth:`search` (``vector_weight``, ``text_weight``, ``rrf_k``,
-        ``ef_search``, ``probes`` apply).
+        ``ef_search``, ``probes`` apply); the query's model is checked as in
+        :meth:`search_with`.
         """
         options["hybrid"] = True
         opts = SearchOptions(k=k, filter=filter, **options)
-        vector = self._embed_queries(collection, [query])[0]
-        with self.connection() as conn:
-            return hybrid_search_vector(conn, collection, query, vector, opts)
 
-    def _embed_queries(self, collection: str, queries: Sequence[str]) -> np.ndarray:
-        """Embed query texts with ``collection``'s model, refused if it no longer matches the
-        collection's vectors (:func:`~embedplat.search.check_query_model`)."""
+        def run(conn: Connection, embedder: Embedder, vectors: np.ndarray) -> list[HybridHit]:
+            return hybrid_search_vector(
+                conn,
+                collection,
+                query,
+                vectors[0],
+                opts,
+                query_model=embedder.name,
+                query_fingerprint=embedder.fingerprint,
+            )
+
+        return self._embed_queries(collection, [query], run)
+
+    def _embed_queries(
+        self,
+        collection: str,
+        queries: Sequence[str],
+        run: Callable[[Connection, Embedder, np.ndarray], T],
+    ) -> T:
+        """Embed query texts with ``collection``'s model, then ``run(conn, embedder, vectors)``
+        the searches, which name ``embedder``'s model to the database.
+
+        The database refuses a query of another model than the collection's active one
+        (:class:`ModelMismatchError`). When that is because a model switch swapped the
+        collection's model after the texts were embedded, they are embedded with the new model
+        and run once more; a second refusal is raised. So is the first when the collection
+        still names the model used (its vectors come from other files of that model than this
+        process loads): embedding again would give the same vectors.
+        """
         with self.connection() as conn:
-            info = _collections.get_collection(conn, collection)
-        embedder = self.embedder(info.model_name)
-        with self.connection() as conn:
-            check_query_model(conn, collection, embedder)
-        return embedder.embed(list(queries))
+            model_name = _collections.get_collection(conn, collection).model_name
+        embedder = self.embedder(model_name)
+        retried = False
+        while True:
+            vectors = embedder.embed(list(queries))
+            try:
+                with self.connection() as conn:
+                    return run(conn, embedder, vectors)
+            except ModelMismatchError:
+                if retried:
+                    raise
+                with self.connection() as conn:
+                    model_name = _collections.get_collection(conn, collection).model_name
+                current = self.embedder(model_name)
+                if (current.name, current.fingerprint) == (embedder.name, embedder.fingerprint):
+                    raise
+                embedder, retried = current, True
 
     def similar(
         self,

@@ -95,7 +95,7 @@ SQLSTATE_ERRORS: dict[str, type[EmbedplatError]] = {
     "22023": InvalidInputError,  # invalid_parameter_value: an argument out of range
     "22004": InvalidInputError,  # null_value_not_allowed: a missing argument
     "55000": InvalidInputError,  # object_not_in_prerequisite_state: nothing embedded yet
-    "22000": ModelMismatchError,  # data_exception: a vector of another model's dimension
+    "22000": ModelMismatchError,  # data_exception: a query vector of another model or dimension
     "42501": PermissionDeniedError,  # insufficient_privilege: a role or grant is missing
 }
 

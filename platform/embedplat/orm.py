@@ -118,9 +118,16 @@ def search_fn(
     per_record: bool = True,
     ef_search: int | None = None,
     probes: int | None = None,
+    query_model: str | None = None,
+    query_fingerprint: str | None = None,
     alias: str = "search_hits",
 ) -> TableValuedAlias:
-    """``embedplat.search(...)`` as a selectable (columns: :data:`SEARCH_COLUMNS`)."""
+    """``embedplat.search(...)`` as a selectable (columns: :data:`SEARCH_COLUMNS`).
+
+    ``query_model`` / ``query_fingerprint``: the model ``query`` was embedded with; the
+    database refuses the statement unless it is the collection's active model (see
+    :func:`embedplat.search.search_vector`).
+    """
     return table_function(
         "search",
         _text(collection),
@@ -131,6 +138,8 @@ def search_fn(
         bindparam(None, per_record, type_=Boolean()),
         _int(ef_search),
         _int(probes),
+        _text(query_model),
+        _text(query_fingerprint),
         columns=SEARCH_COLUMNS,
         alias=alias,
     )
@@ -148,9 +157,12 @@ def hybrid_search_fn(
     rrf_k: int = DEFAULT_RRF_K,
     ef_search: int | None = None,
     probes: int | None = None,
+    query_model: str | None = None,
+    query_fingerprint: str | None = None,
     alias: str = "hybrid_hits",
 ) -> TableValuedAlias:
-    """``embedplat.hybrid_search(...)`` as a selectable (columns: :data:`HYBRID_COLUMNS`)."""
+    """``embedplat.hybrid_search(...)`` as a selectable (columns: :data:`HYBRID_COLUMNS`;
+    ``query_model`` / ``query_fingerprint`` as in :func:`search_fn`)."""
     return table_function(
         "hybrid_search",
         _text(collection),
@@ -163,6 +175,8 @@ def hybrid_search_fn(
         _int(rrf_k),
         _int(ef_search),
         _int(probes),
+        _text(query_model),
+        _text(query_fingerprint),
         columns=HYBRID_COLUMNS,
         alias=alias,
     )

@@ -1,7 +1,8 @@
 """Python side of ``embedplat.search``, ``embedplat.hybrid_search`` and ``embedplat.similar``.
 
-Typed hits, query vectors bound to the collection's model, the search options in one frozen
-dataclass (:class:`SearchOptions`, checked when built; filters validated by
+Typed hits, query vectors bound to the collection's model (the database refuses a vector of
+another model, named by ``query_model`` / ``query_fingerprint``), the search options in one
+frozen dataclass (:class:`SearchOptions`, checked when built; filters validated by
 :mod:`embedplat.filters`), the defaults and limits the SQL functions share (:data:`DEFAULT_K`,
 :data:`MAX_K`, :data:`DEFAULT_RRF_K`, :data:`MAX_EF_SEARCH`, :data:`MAX_PROBES`), and server
 errors turned into embedplat errors (:func:`embedplat.errors.server_errors`).
@@ -20,13 +21,7 @@ import numpy as np
 import psycopg
 
 from embedplat.db.vectors import vector_literal
-from embedplat.embedders import Embedder
-from embedplat.errors import (
-    CollectionNotFoundError,
-    InvalidInputError,
-    ModelMismatchError,
-    server_errors,
-)
+from embedplat.errors import InvalidInputError, server_errors
 from embedplat.filters import validate_filter
 
 Connection = psycopg.Connection[Any]
@@ -209,53 +204,33 @@ class HybridHit(SearchHit):
         )
 
 
-def active_model(conn: Connection, collection: str) -> tuple[str, str, int] | None:
-    """(name, fingerprint, dimensions) of the collection's active model; None before any sync."""
-    row = conn.execute(
-        "SELECT m.name, m.fingerprint, m.dimensions, c.id FROM embedplat.collections c "
-        "LEFT JOIN embedplat.embedding_models m ON m.id = c.active_model_id WHERE c.name = %s",
-        (collection,),
-    ).fetchone()
-    if row is None:
-        raise CollectionNotFoundError(
-            f"no collection named {collection!r}; see `embedplat collection list`"
-        )
-    if row[0] is None:
-        return None
-    return str(row[0]), str(row[1]), int(row[2])
-
-
-def check_query_model(conn: Connection, collection: str, embedder: Embedder) -> None:
-    """Refuse to search a collection with vectors of another model."""
-    active = active_model(conn, collection)
-    if active is None:
-        return
-    name, fingerprint, _ = active
-    if fingerprint != embedder.fingerprint or name != embedder.name:
-        raise ModelMismatchError(
-            f"collection {collection!r} is embedded with {name} (fingerprint {fingerprint[:12]}); "
-            f"the query was embedded with {embedder.name} (fingerprint {embedder.fingerprint[:12]})"
-        )
-
-
 def search_vector(
     conn: Connection,
     collection: str,
     vector: Sequence[float] | np.ndarray,
     options: SearchOptions | None = None,
+    *,
+    query_model: str | None = None,
+    query_fingerprint: str | None = None,
     **fields: Unpack[SearchOptionFields],
 ) -> list[SearchHit]:
     """Call ``embedplat.search`` with a query vector (see docs/sql.md for the arguments).
 
     ``options`` and/or keyword ``fields`` (those of :class:`SearchOptions`; ``k``, ``filter``,
     ``min_similarity``, ``per_record``, ``ef_search`` and ``probes`` apply).
+    ``query_model`` / ``query_fingerprint``: the name and fingerprint (in full, or a prefix of
+    at least 12 characters) of the model ``vector`` was embedded with; unless that is the
+    collection's active model the database refuses the call with
+    :class:`~embedplat.errors.ModelMismatchError` naming both, also when the dimensions agree.
+    None: only the dimension is checked.
     """
     opts = SearchOptions.of(options, **fields)
     rows = _fetch(
         conn,
         "SELECT id, chunk, similarity, metadata, chunk_ordinal, char_start, char_end "
         "FROM embedplat.search(%s, %s::vector, k => %s, filter => %s::jsonb, "
-        "min_similarity => %s, per_record => %s, ef_search => %s, probes => %s)",
+        "min_similarity => %s, per_record => %s, ef_search => %s, probes => %s, "
+        "query_model => %s, query_fingerprint => %s)",
         (
             collection,
             query_vector_literal(vector),
@@ -265,6 +240,8 @@ def search_vector(
             opts.per_record,
             opts.ef_search,
             opts.probes,
+            query_model,
+            query_fingerprint,
         ),
     )
     return [SearchHit.from_row(row) for row in rows]
@@ -276,12 +253,16 @@ def hybrid_search_vector(
     query_text: str | None,
     vector: Sequence[float] | np.ndarray | None,
     options: SearchOptions | None = None,
+    *,
+    query_model: str | None = None,
+    query_fingerprint: str | None = None,
     **fields: Unpack[SearchOptionFields],
 ) -> list[HybridHit]:
     """Call ``embedplat.hybrid_search`` (full-text + vector, reciprocal rank fusion).
 
     ``k``, ``filter``, ``vector_weight``, ``text_weight``, ``rrf_k``, ``ef_search`` and
-    ``probes`` of the options apply.
+    ``probes`` of the options apply; ``query_model`` / ``query_fingerprint`` as in
+    :func:`search_vector` (compared only when the vector is searched).
     """
     opts = SearchOptions.of(options, **fields)
     if query_text is None and vector is None:
@@ -291,7 +272,7 @@ def hybrid_search_vector(
         "SELECT id, chunk, score, similarity, text_score, vector_rank, text_rank, metadata, "
         "chunk_ordinal FROM embedplat.hybrid_search(%s, %s, %s::vector, k => %s, "
         "filter => %s::jsonb, vector_weight => %s, text_weight => %s, rrf_k => %s, "
-        "ef_search => %s, probes => %s)",
+        "ef_search => %s, probes => %s, query_model => %s, query_fingerprint => %s)",
         (
             collection,
             query_text,
@@ -303,6 +284,8 @@ def hybrid_search_vector(
             opts.rrf_k,
             opts.ef_search,
             opts.probes,
+            query_model,
+            query_fingerprint,
         ),
     )
     return [HybridHit.from_row(row) for row in rows]

@@ -118,10 +118,15 @@ def test_wrong_dimension_vector_fails_clearly(platform: Platform, corpus) -> Non
 
 
 def test_query_from_another_model_is_refused(platform: Platform, corpus) -> None:
-    from embedplat.search import check_query_model
-
-    with platform.connection() as conn, pytest.raises(ModelMismatchError, match="test-hash-64"):
-        check_query_model(conn, "docs", HashEmbedder(32))
+    other = HashEmbedder(32)
+    query = other.embed(["apple"])[0]
+    with (
+        platform.connection() as conn,
+        pytest.raises(ModelMismatchError, match=r"test-hash-32 .*, but collection 'docs' is "),
+    ):
+        search_vector(
+            conn, "docs", query, k=5, query_model=other.name, query_fingerprint=other.fingerprint
+        )
 
 
 def test_search_of_unknown_collection(platform: Platform, corpus) -> None:

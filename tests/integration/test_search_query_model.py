@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,8 @@ from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
 from embedplat.embedders import Embedder
+from embedplat.errors import ModelMismatchError
+from embedplat.search import HybridHit, hybrid_search_vector, search_vector
 from tests.fix_embedders import HashEmbedder
 
 from .search_helpers import hash_collection, hash_sync, word_rows
@@ -111,14 +113,6 @@ def _switch(db_url: str, embedder: Embedder, collection: str = "docs") -> None:
             "WHERE name = %s",
             (model_id, embedder.name, collection),
         )
-
-
-def _exact(rows: list[dict[str, Any]], embedder: Embedder, query: str, k: int) -> list[float]:
-    """The ``k`` best cosine similarities of ``query`` to ``rows`` under ``embedder`` (one chunk
-    per record), best first, rounded."""
-    vectors = embedder.embed([str(r["text"]) for r in rows])
-    sims = vectors @ embedder.embed([query])[0]
-    return [round(float(s), 4) for s in sorted(sims, reverse=True)[:k]]
 
 
 # -- SQL ---------------------------------------------------------------------------------------
@@ -242,3 +236,162 @@ def test_nothing_embedded_yet_and_text_only_have_nothing_to_compare(
             "vector_weight => 0, query_model => 'salted-x-64')",
             (_query(),),
         ).fetchall()
+
+
+# -- Python ------------------------------------------------------------------------------------
+
+
+def test_python_helpers_pass_the_model(platform: Platform, db_url: str, docs) -> None:
+    import sqlalchemy
+    from sqlalchemy import create_engine, select
+
+    from embedplat.db.connection import sqlalchemy_url
+    from embedplat.orm import hybrid_search_fn, search_fn
+
+    query = HashEmbedder(64).embed(["apple banana harbor"])[0]
+    other = SaltedEmbedder(64, "x")
+    with platform.connection() as conn:
+        plain = search_vector(conn, "docs", query, k=5)
+        assert search_vector(conn, "docs", query, k=5, query_model=MODEL) == plain
+        hybrid = hybrid_search_vector(conn, "docs", "apple", query, k=5)
+        assert (
+            hybrid_search_vector(
+                conn, "docs", "apple", query, k=5, query_model=MODEL, query_fingerprint=FINGERPRINT
+            )
+            == hybrid
+        )
+    for call in (
+        lambda conn: search_vector(conn, "docs", query, k=5, query_model=other.name),
+        lambda conn: hybrid_search_vector(
+            conn, "docs", "apple", query, k=5, query_fingerprint=other.fingerprint
+        ),
+    ):
+        with platform.connection() as conn, pytest.raises(ModelMismatchError) as info:
+            call(conn)
+        assert f"collection 'docs' is embedded with {MODEL} (fingerprint " in str(info.value)
+
+    engine = create_engine(sqlalchemy_url(db_url))
+    try:
+        with engine.connect() as conn:
+            hits = search_fn("docs", query, 5, query_model=MODEL, query_fingerprint=FINGERPRINT)
+            assert [r.id for r in conn.execute(select(hits.c.id))] == [h.id for h in plain]
+            for selectable in (
+                search_fn("docs", query, 5, query_model=other.name),
+                hybrid_search_fn("docs", "apple", query, 5, query_model=other.name),
+            ):
+                with pytest.raises(sqlalchemy.exc.DBAPIError, match=f"embedded with {other.name}"):
+                    conn.execute(select(selectable.c.id))
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def _embed_then_switch(
+    monkeypatch: pytest.MonkeyPatch, platform: Platform, db_url: str, targets: list[SaltedEmbedder]
+) -> dict[str, HashEmbedder]:
+    """``platform.embedder`` serves test-hash-64 and ``targets``' models, one counting instance
+    each; every time one of them has embedded a query while targets remain, the collection is
+    switched to the next target (its vectors computed by the target itself, so they are not
+    counted): the swap lands between embedding the query and searching with it."""
+    embedders: dict[str, HashEmbedder] = {MODEL: HashEmbedder(64)}
+    for target in targets:
+        embedders[target.name] = SaltedEmbedder(target.dimensions, target.salt)
+    queue = list(targets)
+    for embedder in embedders.values():
+
+        def embed(texts: Sequence[str], inner: Callable[..., np.ndarray] = embedder.embed) -> Any:
+            vectors = inner(texts)
+            if queue:
+                _switch(db_url, queue.pop(0))
+            return vectors
+
+        monkeypatch.setattr(embedder, "embed", embed)
+    monkeypatch.setattr(platform, "embedder", lambda name: embedders[name])
+    return embedders
+
+
+def _top(rows: list[dict[str, Any]], docs_model: Embedder, query_vector: np.ndarray) -> list[float]:
+    vectors = docs_model.embed([str(r["text"]) for r in rows])
+    return [round(float(s), 4) for s in sorted(vectors @ query_vector, reverse=True)[:5]]
+
+
+SEARCHES: dict[str, Callable[[Platform, list[str]], list[list[Any]]]] = {
+    "search": lambda p, q: [p.search("docs", q[0], k=5)],
+    "search_many": lambda p, q: p.search_many("docs", q, k=5),
+    "hybrid_search": lambda p, q: [p.hybrid_search("docs", q[0], k=5, text_weight=0)],
+    "search hybrid=True": lambda p, q: [p.search("docs", q[0], k=5, hybrid=True, text_weight=0)],
+}
+
+
+@pytest.mark.parametrize("call", list(SEARCHES))
+def test_a_swap_between_embedding_and_search_is_retried_with_the_new_model(
+    platform: Platform, db_url: str, docs, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    new = SaltedEmbedder(64, "b")
+    embedders = _embed_then_switch(monkeypatch, platform, db_url, [new])
+    queries = ["apple banana harbor", "kettle lemon"] if call == "search_many" else ["apple"]
+
+    results = SEARCHES[call](platform, queries)
+
+    # Embedded once with the old model, then (after the refusal) once with the new one.
+    assert (embedders[MODEL].calls, embedders[new.name].calls) == (1, 1)
+    assert embedders[new.name].texts_embedded == len(queries)
+    assert len(results) == len(queries)
+    for text, hits in zip(queries, results, strict=True):
+        got = [round(h.similarity if isinstance(h, HybridHit) else h.score, 4) for h in hits]
+        # The new model's vectors searched with the new model's query ...
+        assert got == _top(docs, new, new.embed([text])[0])
+        # ... which is not what the old model's query would have found among them.
+        assert got != _top(docs, new, HashEmbedder(64).embed([text])[0])
+
+
+def test_two_swaps_in_a_row_raise(
+    platform: Platform, db_url: str, docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second, third = SaltedEmbedder(64, "b"), SaltedEmbedder(64, "c")
+    embedders = _embed_then_switch(monkeypatch, platform, db_url, [second, third])
+    with pytest.raises(ModelMismatchError) as info:
+        platform.search("docs", "apple banana", k=5)
+    assert (
+        f"embedded with {second.name} (fingerprint {second.fingerprint[:12]}), but collection "
+        f"'docs' is embedded with {third.name} (fingerprint {third.fingerprint[:12]})"
+    ) in str(info.value)
+    assert [e.calls for e in embedders.values()] == [1, 1, 0]
+
+
+class OtherFilesEmbedder(HashEmbedder):
+    """test-hash-64 by name, but with another fingerprint: the model's files differ from those
+    the collection's vectors came from."""
+
+    @property
+    def fingerprint(self) -> str:
+        return "f" * 64
+
+
+def test_a_model_whose_files_changed_is_refused_without_a_retry(
+    platform: Platform, db_url: str, docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changed = OtherFilesEmbedder(64)
+    monkeypatch.setattr(platform, "embedder", lambda name: changed)
+    for search in (
+        lambda: platform.search("docs", "apple", k=5),
+        lambda: platform.hybrid_search("docs", "apple", k=5),
+    ):
+        calls = changed.calls
+        with pytest.raises(ModelMismatchError) as info:
+            search()
+        assert str(info.value).endswith(
+            f"the query vector was embedded with {MODEL} (fingerprint ffffffffffff), but "
+            f"collection 'docs' is embedded with {MODEL} (fingerprint {FINGERPRINT[:12]}); "
+            "embed the query with that model"
+        )
+        assert changed.calls == calls + 1  # embedding again would give the same vectors
+
+
+def test_nothing_embedded_yet_searches_without_error(platform: Platform) -> None:
+    platform.create_collection("docs", model=MODEL)
+    platform.ingest("docs", [{"id": "a", "text": "apple banana"}, {"id": "b", "text": "kettle"}])
+    # Not even chunked yet: nothing to find, nothing to compare the query's model with.
+    assert platform.search("docs", "apple", k=5) == []
+    assert platform.hybrid_search("docs", "apple", k=5) == []
+    assert platform.search_many("docs", ["apple", "kettle"], k=5) == [[], []]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from embedplat import attach as _attach
 from embedplat import collections as _collections
 from embedplat import export as _export
 from embedplat import models as _models
+from embedplat import switch as _switch
 from embedplat.analytics import AnomalyScore, DuplicateGroupMember, DuplicatePair
 from embedplat.attach import Attachment, AttachReport
 from embedplat.collections import CollectionInfo
@@ -52,6 +54,7 @@ from embedplat.search import (
 )
 from embedplat.status import CollectionStatus, collection_status
 from embedplat.store import IngestResult, OnError, upsert_records
+from embedplat.switch import SwitchCancel, SwitchProgress, SwitchStart
 from embedplat.sync import (
     Progress,
     ReconcileReport,
@@ -206,6 +209,44 @@ class Platform:
         collection uses it."""
         with self.connection() as conn:
             return _models.remove_model(conn, name)
+
+    def switch_model(
+        self, collection: str, model: str, *, keep_old: bool = False, reuse: bool = False
+    ) -> SwitchStart:
+        """Start switching ``collection`` to ``model`` with no downtime (docs/models.md).
+
+        The model is loaded first: one that cannot be loaded is refused here
+        (:class:`~embedplat.errors.ModelError`), never discovered mid-sync. Syncs and workers
+        then back-fill every chunk with it while searches keep using the active model; the
+        sync that finishes the back-fill builds its ANN index and swaps. ``keep_old`` keeps
+        the active model's vectors after the swap, so that switching back with
+        ``reuse=True`` re-embeds only the chunks whose text changed since. When nothing needs
+        embedding (every vector is reused, or nothing was embedded yet) the swap happens now:
+        the result's ``state`` is then ``switched``.
+        """
+        with self.connection() as conn:
+            _collections.get_collection(conn, collection)
+            _models.require_model(conn, model)
+        embedder = self.embedder(model)
+        with self.connection() as conn:
+            started = _switch.start_switch(
+                conn, collection, embedder, keep_old=keep_old, reuse=reuse
+            )
+            info = _collections.get_collection(conn, collection)
+        nothing_queued = started.state == "started" and started.chunks_queued == 0
+        if nothing_queued and _switch.complete_switch(self.new_connection, info) == "switched":
+            started = dataclasses.replace(started, state="switched")
+        return started
+
+    def cancel_switch(self, collection: str) -> SwitchCancel:
+        """Abandon ``collection``'s model switch: its queued back-fill and its vectors are
+        deleted; the active model stays."""
+        return _switch.cancel_switch(self.new_connection, collection)
+
+    def switches(self, collection: str | None = None) -> list[SwitchProgress]:
+        """The model switches in progress (chunks done of all, rate, ETA)."""
+        with self.connection() as conn:
+            return _switch.switch_progress(conn, collection)
 
     # -- ingest -----------------------------------------------------------------------------
 

@@ -9,11 +9,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from embedplat.switch import SwitchProgress, switch_progress
 from embedplat.sync import LeaseHolder, lease_holders
 
-# One row per collection. `stale` counts chunks waiting for a vector plus records whose content
-# changed since they were chunked (their chunks are not even known yet); `failed` counts work
-# parked after too many attempts.
+# One row per collection. `stale` counts chunks waiting for a vector of the active model plus
+# records whose content changed since they were chunked (their chunks are not even known yet);
+# a model switch's back-fill is not stale (searches do not wait for it): its progress is the
+# collection's `switch`. `failed` counts work parked after too many attempts, of either kind.
 _STATUS = """
 SELECT c.name,
        c.model_name AS model,
@@ -27,7 +29,7 @@ SELECT c.name,
          WHERE e.collection_id = c.id AND e.model_id = c.active_model_id
            AND e.text_hash = ch.text_hash) AS embedded,
        (SELECT count(*) FROM embedplat.pending_work q
-         WHERE q.collection_id = c.id) AS pending_chunks,
+         WHERE q.collection_id = c.id AND NOT q.for_switch) AS pending_chunks,
        (SELECT count(*) FROM embedplat.stale_records r
          WHERE r.collection_id = c.id) AS pending_records,
        (SELECT coalesce(sum(h.chunks), 0)::bigint FROM embedplat.lease_holders h
@@ -40,7 +42,7 @@ SELECT c.name,
          (SELECT min(r.content_changed_at) FROM embedplat.stale_records r
            WHERE r.collection_id = c.id),
          (SELECT min(q.enqueued_at) FROM embedplat.pending_work q
-           WHERE q.collection_id = c.id),
+           WHERE q.collection_id = c.id AND NOT q.for_switch),
          (SELECT min(p.queued_at) FROM embedplat.attach_pending p
            WHERE p.collection_id = c.id)
        ) AS oldest_stale_change,
@@ -83,6 +85,8 @@ class CollectionStatus:
     checked_at: datetime
     # Processes holding unexpired leases on this collection's chunks (dead ones included).
     lease_holders: tuple[LeaseHolder, ...] = ()
+    # The model switch in progress, if any (docs/models.md).
+    switch: SwitchProgress | None = None
 
     @property
     def stale(self) -> int:
@@ -120,6 +124,7 @@ class CollectionStatus:
             "attached_to": self.attached_to,
             "attachment_state": self.attachment_state,
             "attachment_error": self.attachment_error,
+            "switch": None if self.switch is None else self.switch.to_json(),
         }
 
 
@@ -130,6 +135,12 @@ def collection_status(conn: psycopg.Connection[Any]) -> list[CollectionStatus]:
     holders: dict[str, list[LeaseHolder]] = {}
     for holder in lease_holders(conn):
         holders.setdefault(holder.collection, []).append(holder)
+    switches = {s.collection: s for s in switch_progress(conn)}
     return [
-        CollectionStatus(**row, lease_holders=tuple(holders.get(row["name"], ()))) for row in rows
+        CollectionStatus(
+            **row,
+            lease_holders=tuple(holders.get(row["name"], ())),
+            switch=switches.get(row["name"]),
+        )
+        for row in rows
     ]

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,7 @@ from embedplat.indexes import (
     ensure_ann_index,
 )
 from embedplat.ingest import MAX_RECORD_BYTES
+from embedplat.switch import complete_switch, purge_retired, wait_and_purge
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class SyncOptions:
     build_index: bool = True
     # Stop after this many claimed rounds (None: until no work is left). Celery tasks use 1.
     max_rounds: int | None = None
+    # After this sync ends a model switch, wait out the grace period of the old model's
+    # vectors and delete them (the CLI does; otherwise a later sync deletes them).
+    wait_retired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,12 @@ class SyncReport:
     chunks_failed: int = 0
     chunks_parked: int = 0
     chunks_discarded: int = 0
+    # Vectors of a model switch's target stored (the back-fill, and edits made during it).
+    switch_chunks_embedded: int = 0
+    # Collections this sync ended the model switch of (the target is their active model now).
+    switched: list[str] = field(default_factory=list)
+    # Vectors of models a switch retired, deleted after the grace period.
+    retired_vectors_deleted: int = 0
     # Keys of an attached table queued by bulk statements, whose records this sync derived
     # (embedplat.attach_drain) before chunking.
     attached_rows_drained: int = 0
@@ -157,6 +167,9 @@ class SyncReport:
         self.chunks_failed += other.chunks_failed
         self.chunks_parked += other.chunks_parked
         self.chunks_discarded += other.chunks_discarded
+        self.switch_chunks_embedded += other.switch_chunks_embedded
+        self.switched += other.switched
+        self.retired_vectors_deleted += other.retired_vectors_deleted
         self.attached_rows_drained += other.attached_rows_drained
         self.indexes_built += other.indexes_built
         self.more_work = self.more_work or other.more_work
@@ -173,6 +186,9 @@ class SyncReport:
             "chunks_failed": self.chunks_failed,
             "chunks_parked": self.chunks_parked,
             "chunks_discarded": self.chunks_discarded,
+            "switch_chunks_embedded": self.switch_chunks_embedded,
+            "switched": self.switched,
+            "retired_vectors_deleted": self.retired_vectors_deleted,
             "attached_rows_drained": self.attached_rows_drained,
             "seconds": round(self.seconds, 3),
             "indexes_built": self.indexes_built,
@@ -229,19 +245,28 @@ def active_model(conn: Connection, collection: CollectionInfo) -> tuple[int, int
 def bind_model(conn: Connection, collection: CollectionInfo, embedder: Embedder) -> int:
     """Make ``embedder`` the collection's active model, or refuse if another one is active."""
     model_id = register_model(conn, embedder)
+    # Only while the collection still names this model: a switch of a collection with nothing
+    # embedded changes the name alone (embedplat.model_switch).
     row = conn.execute(
         "UPDATE embedplat.collections SET active_model_id = %s "
-        "WHERE id = %s AND active_model_id IS NULL RETURNING id",
-        (model_id, collection.id),
+        "WHERE id = %s AND active_model_id IS NULL AND model_name = %s RETURNING id",
+        (model_id, collection.id, collection.model_name),
     ).fetchone()
     if row is not None:
         return model_id
     active = conn.execute(
-        "SELECT c.active_model_id, m.name, m.fingerprint FROM embedplat.collections c "
-        "JOIN embedplat.embedding_models m ON m.id = c.active_model_id WHERE c.id = %s",
+        "SELECT c.active_model_id, m.name, m.fingerprint, c.model_name "
+        "FROM embedplat.collections c "
+        "LEFT JOIN embedplat.embedding_models m ON m.id = c.active_model_id WHERE c.id = %s",
         (collection.id,),
     ).fetchone()
     assert active is not None
+    if active[0] is None:
+        raise ModelMismatchError(
+            f"collection {collection.name!r} now uses model {active[3]}, not "
+            f"{collection.model_name}: "
+            "its model was switched while this sync started; run the sync again"
+        )
     if int(active[0]) != model_id:
         raise ModelMismatchError(
             f"collection {collection.name!r} holds vectors of model {active[1]} "
@@ -446,6 +471,9 @@ def _insert_chunks(
             copy.set_types(["int8", "int4", "text", "int4", "int4", "int4"])
             for row in rows:
                 copy.write_row(row)
+        # A new chunk needs a vector of the active model and, while the collection switches
+        # models, one of the target too. (A switch that starts while this transaction runs
+        # misses these chunks: the swap's completeness check queues them.)
         cur.execute(
             """
             WITH inserted AS (
@@ -454,13 +482,24 @@ def _insert_chunks(
                 SELECT record_id, %(cid)s, ordinal, content, char_start, char_end, token_count
                 FROM embedplat_new_chunks
                 RETURNING id, text_hash
+            ), for_active AS (
+                INSERT INTO embedplat.embedding_queue (chunk_id, collection_id, text_hash)
+                SELECT id, %(cid)s, text_hash FROM inserted
+                RETURNING 1
+            ), for_switch AS (
+                INSERT INTO embedplat.embedding_queue
+                    (chunk_id, collection_id, text_hash, for_switch)
+                SELECT id, %(cid)s, text_hash, true FROM inserted
+                WHERE EXISTS (SELECT 1 FROM embedplat.collections c
+                              WHERE c.id = %(cid)s AND c.switch_model_name IS NOT NULL)
+                RETURNING 1
             )
-            INSERT INTO embedplat.embedding_queue (chunk_id, collection_id, text_hash)
-            SELECT id, %(cid)s, text_hash FROM inserted
+            SELECT (SELECT count(*) FROM for_active), (SELECT count(*) FROM for_switch)
             """,
             {"cid": collection_id},
         )
-        queued = cur.rowcount
+        counts = cur.fetchone()
+        queued = int(counts[0]) if counts else 0
         cur.execute("DROP TABLE embedplat_new_chunks")
     return queued
 
@@ -474,13 +513,15 @@ class ClaimedChunk:
     text_hash: bytes
     text: str
     attempts: int
+    # The queue row's kind: false for the active model, true for a switch's target.
+    for_switch: bool = False
 
 
 _CLAIM_JOBS = """
 WITH claimable AS (
     SELECT q.chunk_id
     FROM embedplat.claimable_work q
-    WHERE q.collection_id = %(cid)s
+    WHERE q.collection_id = %(cid)s AND q.for_switch = %(switch)s
     ORDER BY q.available_at, q.chunk_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -488,7 +529,7 @@ WITH claimable AS (
 UPDATE embedplat.embedding_queue q
 SET leased_until = now() + make_interval(secs => %(lease)s), leased_by = %(worker)s
 FROM claimable, embedplat.chunks c
-WHERE q.chunk_id = claimable.chunk_id AND c.id = q.chunk_id
+WHERE q.chunk_id = claimable.chunk_id AND q.for_switch = %(switch)s AND c.id = q.chunk_id
 RETURNING q.chunk_id, q.text_hash, c.content, q.attempts
 """
 
@@ -496,7 +537,8 @@ _STORE = """
 WITH done AS (
     DELETE FROM embedplat.embedding_queue q
     USING unnest(%(ids)s::bigint[], %(hashes)s::bytea[]) AS u(chunk_id, text_hash)
-    WHERE q.chunk_id = u.chunk_id AND q.text_hash = u.text_hash AND q.leased_by = %(worker)s
+    WHERE q.chunk_id = u.chunk_id AND q.for_switch = %(switch)s AND q.text_hash = u.text_hash
+      AND q.leased_by = %(worker)s
     RETURNING q.chunk_id
 )
 INSERT INTO embedplat.embeddings
@@ -509,6 +551,16 @@ JOIN unnest(%(ids)s::bigint[], %(hashes)s::bytea[], %(vectors)s::text[]::vector[
   ON v.chunk_id = c.id AND v.text_hash = c.text_hash
 ON CONFLICT (chunk_id, model_id) DO UPDATE
 SET embedding = EXCLUDED.embedding, text_hash = EXCLUDED.text_hash, created_at = now()
+"""
+
+# The collection's models as they are now: FOR KEY SHARE waits for a swap or a cancel of its
+# switch in progress (they lock the row FOR UPDATE) and keeps either from starting until the
+# vectors are stored, so a vector is only ever stored for the model its queue row is for.
+_LOCK_COLLECTION = """
+SELECT col.active_model_id, col.backfill_model_id
+FROM embedplat.collections col
+WHERE col.id = (SELECT ch.collection_id FROM embedplat.chunks ch WHERE ch.id = %(first)s)
+FOR KEY SHARE OF col
 """
 
 _LOCK_RECORDS = """
@@ -531,21 +583,36 @@ SET attempts = attempts + 1,
     leased_by = NULL,
     state = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
     available_at = now() + make_interval(secs => least(%(base)s * power(2, attempts), %(cap)s))
-WHERE chunk_id = %(chunk_id)s AND leased_by = %(worker)s
+WHERE chunk_id = %(chunk_id)s AND for_switch = %(switch)s AND leased_by = %(worker)s
 RETURNING state
 """
 
 
 def claim_chunks(
-    conn: Connection, collection_id: int, *, limit: int, lease_seconds: int, worker_id: str
+    conn: Connection,
+    collection_id: int,
+    *,
+    limit: int,
+    lease_seconds: int,
+    worker_id: str,
+    for_switch: bool = False,
 ) -> list[ClaimedChunk]:
-    """Lease up to ``limit`` pending chunks of the collection (committed at once)."""
+    """Lease up to ``limit`` pending chunks of the collection (committed at once): work of the
+    active model, or with ``for_switch`` the back-fill of its switch's target."""
+    if limit <= 0:
+        return []
     with conn.transaction():
         rows = conn.execute(
             _CLAIM_JOBS,
-            {"cid": collection_id, "limit": limit, "lease": lease_seconds, "worker": worker_id},
+            {
+                "cid": collection_id,
+                "limit": limit,
+                "lease": lease_seconds,
+                "worker": worker_id,
+                "switch": for_switch,
+            },
         ).fetchall()
-    return [ClaimedChunk(int(r[0]), bytes(r[1]), str(r[2]), int(r[3])) for r in rows]
+    return [ClaimedChunk(int(r[0]), bytes(r[1]), str(r[2]), int(r[3]), for_switch) for r in rows]
 
 
 def store_vectors(
@@ -554,12 +621,19 @@ def store_vectors(
     worker_id: str,
     chunks: Sequence[ClaimedChunk],
     vectors: np.ndarray,
+    *,
+    for_switch: bool = False,
 ) -> int:
-    """Compare-and-set write; returns how many vectors were stored."""
+    """Compare-and-set write; returns how many vectors were stored. Nothing is stored when
+    ``model_id`` is no longer the model these queue rows are for (a switch ended or was
+    cancelled since they were claimed): the caller re-reads the collection's models."""
     if not chunks:
         return 0
     ids = [c.chunk_id for c in chunks]
     with conn.transaction():
+        models = conn.execute(_LOCK_COLLECTION, {"first": ids[0]}).fetchone()
+        if models is None or models[1 if for_switch else 0] != model_id:
+            return 0
         # Lock order records -> chunks -> queue rows, as a DELETE of a record cascades: the
         # foreign-key checks of the vector insert would otherwise take the record and chunk
         # locks after the queue rows, and deadlock with a delete of the same record.
@@ -573,6 +647,7 @@ def store_vectors(
                 "vectors": [vector_literal(v) for v in vectors],
                 "model": model_id,
                 "worker": worker_id,
+                "switch": for_switch,
             },
         )
         return max(cur.rowcount, 0)
@@ -593,6 +668,7 @@ def record_failure(
                 "cap": BACKOFF_MAX_S,
                 "chunk_id": chunk.chunk_id,
                 "worker": options.worker_id,
+                "switch": chunk.for_switch,
             },
         ).fetchone()
     return None if row is None else str(row[0])
@@ -634,24 +710,115 @@ def embed_isolating_failures(
     return ok, failed
 
 
-def embed_round(
+class CollectionModels:
+    """The embedders one sync of a collection uses, each bound to its ``embedding_models`` row:
+    the active model's, and during a switch the target's. :meth:`refresh` re-reads the
+    collection after every round, so a sync running through a swap or a cancel goes on with
+    the models the collection has then."""
+
+    def __init__(
+        self, conn: Connection, collection: CollectionInfo, factory: EmbedderFactory
+    ) -> None:
+        self.conn = conn
+        self.collection = collection
+        self.factory = factory
+        self.switch_model: str | None = None
+        self._active: tuple[Embedder, int] | None = None
+        self._target: tuple[Embedder, int] | None = None
+        # Why the target cannot be used here (it does not load, or its files differ): the
+        # back-fill is left to processes that can, and the report says so.
+        self.target_error: str | None = None
+        self._state: tuple[Any, ...] | None = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Re-read the collection's models; True when they changed since the last read."""
+        row = self.conn.execute(
+            "SELECT model_name, active_model_id, switch_model_name, backfill_model_id "
+            "FROM embedplat.collections WHERE id = %s",
+            (self.collection.id,),
+        ).fetchone()
+        if row is None:  # dropped meanwhile: the next statements find nothing to do
+            return False
+        state = tuple(row)
+        if state == self._state:
+            return False
+        previous, self._state = self._state, state
+        model_name, active_id, switch_name, _ = state
+        if previous is not None and (
+            model_name != previous[0] or (self._active and self._active[1] != active_id)
+        ):
+            self._active = None
+        if previous is not None and switch_name != previous[2]:
+            self._target, self.target_error = None, None
+        self.collection = replace(self.collection, model_name=str(model_name))
+        self.switch_model = None if switch_name is None else str(switch_name)
+        return previous is not None
+
+    def active(self) -> tuple[Embedder, int]:
+        """The active model's embedder and id (loaded and bound on first use)."""
+        if self._active is None:
+            embedder = self.factory(self.collection.model_name)
+            self._active = (embedder, bind_model(self.conn, self.collection, embedder))
+        return self._active
+
+    def target(self) -> tuple[Embedder, int] | None:
+        """The switch target's embedder and id; None without a switch, or when the target
+        cannot be used by this process (:attr:`target_error` says why)."""
+        if self.switch_model is None or self.target_error is not None:
+            return None
+        if self._target is None:
+            try:
+                embedder = self.factory(self.switch_model)
+                self._target = (embedder, bind_switch_model(self.conn, self.collection, embedder))
+            except EmbedplatError as exc:
+                self.target_error = one_line_error(exc)
+                log.warning(
+                    "the switch target %s of collection %r cannot be used here: %s",
+                    self.switch_model,
+                    self.collection.name,
+                    self.target_error,
+                )
+                return None
+        return self._target
+
+
+def bind_switch_model(conn: Connection, collection: CollectionInfo, embedder: Embedder) -> int:
+    """Bind the collection's switch target to ``embedder``'s model (the first process that
+    loads it does), or refuse when the switch was started with other files of that name."""
+    model_id = register_model(conn, embedder)
+    row = conn.execute(
+        "UPDATE embedplat.collections SET backfill_model_id = coalesce(backfill_model_id, %s) "
+        "WHERE id = %s AND switch_model_name = %s RETURNING backfill_model_id",
+        (model_id, collection.id, embedder.name),
+    ).fetchone()
+    if row is None:
+        raise ModelMismatchError(
+            f"collection {collection.name!r} is no longer switching to {embedder.name}"
+        )
+    if int(row[0]) != model_id:
+        bound = conn.execute(
+            "SELECT fingerprint FROM embedplat.embedding_models WHERE id = %s", (int(row[0]),)
+        ).fetchone()
+        raise ModelMismatchError(
+            f"the switch of collection {collection.name!r} to {embedder.name} back-fills "
+            f"with the model of fingerprint {str(bound[0] if bound else '?')[:12]}, but the "
+            f"files loaded here have fingerprint {embedder.fingerprint[:12]}; vectors of two "
+            "models are never mixed: restore those files here, or cancel the switch"
+        )
+    return model_id
+
+
+def _embed_and_store(
     conn: Connection,
-    collection: CollectionInfo,
+    claimed: Sequence[ClaimedChunk],
     embedder: Embedder,
     model_id: int,
     options: SyncOptions,
     report: SyncReport,
-) -> int:
-    """Claim, embed and store one round of chunks; returns how many were claimed."""
-    claimed = claim_chunks(
-        conn,
-        collection.id,
-        limit=options.batch_size * options.claim_factor,
-        lease_seconds=options.lease_seconds,
-        worker_id=options.worker_id,
-    )
-    if not claimed:
-        return 0
+    *,
+    for_switch: bool,
+) -> None:
     ok, failed = embed_isolating_failures(embedder, claimed)
     if ok:
         stored = store_vectors(
@@ -660,8 +827,12 @@ def embed_round(
             options.worker_id,
             [c for c, _ in ok],
             np.stack([v for _, v in ok]).astype(np.float32, copy=False),
+            for_switch=for_switch,
         )
-        report.chunks_embedded += stored
+        if for_switch:
+            report.switch_chunks_embedded += stored
+        else:
+            report.chunks_embedded += stored
         report.chunks_discarded += len(ok) - stored
     for chunk, exc in failed:
         log.warning("embedding chunk %s failed: %s", chunk.chunk_id, exc)
@@ -669,7 +840,41 @@ def embed_round(
         report.chunks_failed += 1
         if state == "failed":
             report.chunks_parked += 1
-    return len(claimed)
+
+
+def embed_round(
+    conn: Connection,
+    models: CollectionModels,
+    options: SyncOptions,
+    report: SyncReport,
+) -> int:
+    """Claim, embed and store one round of chunks; returns how many were claimed.
+
+    The active model's work comes first: edits are searchable soonest. During a switch it
+    takes at most all but one batch of the round, and the target's back-fill fills the rest,
+    so neither starves the other.
+    """
+    limit = options.batch_size * options.claim_factor
+    target = models.target()
+    share = limit - options.batch_size if target is not None else limit
+    cid, lease, worker = models.collection.id, options.lease_seconds, options.worker_id
+    claimed = claim_chunks(conn, cid, limit=max(share, 1), lease_seconds=lease, worker_id=worker)
+    backfill: list[ClaimedChunk] = []
+    if target is not None:
+        backfill = claim_chunks(
+            conn,
+            cid,
+            limit=limit - len(claimed),
+            lease_seconds=lease,
+            worker_id=worker,
+            for_switch=True,
+        )
+    if claimed:
+        embedder, model_id = models.active()
+        _embed_and_store(conn, claimed, embedder, model_id, options, report, for_switch=False)
+    if backfill and target is not None:
+        _embed_and_store(conn, backfill, target[0], target[1], options, report, for_switch=True)
+    return len(claimed) + len(backfill)
 
 
 # -- lease liveness ----------------------------------------------------------------------------
@@ -772,28 +977,24 @@ def sync_collection(
     with connect() as conn:
         conn.autocommit = True
         collection = get_collection(conn, collection_name)
+        # Vectors of models an earlier switch retired, once no search can be reading them.
+        report.retired_vectors_deleted += purge_retired(conn, collection.id)
         if has_queued_keys(conn, collection.id):
             # Records of rows written by bulk statements first: they may be stale records.
             report.attached_rows_drained += drain(connect, collection.name).rows_read
         stale_records, pending_chunks = pending_counts(conn, collection.id)
         progress.start(collection.name, stale_records, pending_chunks)
-        # (model id, dimensions) whose ANN index to ensure at the end, if any.
-        index_for: tuple[int, int] | None
-        if stale_records == 0 and pending_chunks == 0:
-            # Nothing to embed: no model load (seconds for a real model); at most the index
-            # of the active model, whose dimensions the database knows.
-            index_for = active_model(conn, collection)
-        else:
-            embedder = embedder_factory(collection.model_name)
-            model_id = bind_model(conn, collection, embedder)
+        if stale_records or pending_chunks:
+            models = CollectionModels(conn, collection, embedder_factory)
+            models.active()  # a model mismatch is refused before anything is claimed
             hold_lease_liveness(conn, options.worker_id)
             try:
                 rounds = 0
                 while options.max_rounds is None or rounds < options.max_rounds:
                     chunking = chunk_stale_records(
                         conn,
-                        collection,
-                        embedder,
+                        models.collection,
+                        models.active()[0],
                         limit=options.record_batch,
                         max_attempts=options.max_attempts,
                     )
@@ -802,26 +1003,60 @@ def sync_collection(
                     report.records_parked += chunking.parked
                     if chunking.taken:
                         progress.chunked(chunking.taken, chunking.queued)
-                    claimed = embed_round(conn, collection, embedder, model_id, options, report)
+                    claimed = embed_round(conn, models, options, report)
                     if claimed:
                         progress.embedded(claimed)
                     if not chunking.taken and not claimed:
                         break
                     rounds += 1
+                    models.refresh()  # a swap or a cancel by another process
             finally:
                 # A clean exit (done, Ctrl-C, an exception) hands its leases back at once; a
                 # killed process's liveness lock goes with its connection, which frees them too.
                 release_leases(conn, options.worker_id)
+            if models.target_error is not None:
+                report.notes.append(
+                    f"collection {collection.name!r} is switching to {models.switch_model}, "
+                    f"which this process cannot use ({models.target_error}); its back-fill "
+                    "is left to processes that can"
+                )
             stale_records, pending_chunks = pending_counts(conn, collection.id)
             report.more_work = (stale_records + pending_chunks) > 0
             report.leased_elsewhere += [
                 h for h in lease_holders(conn, collection.id) if h.holder != options.worker_id
             ]
-            index_for = None if report.more_work else (model_id, embedder.dimensions)
+        # The ANN index of the active model (its dimensions are in the database: no model
+        # load), once everything is embedded.
+        index_for = None if report.more_work else active_model(conn, collection)
+        finish = switch_ready(conn, collection.id)
     if options.build_index and index_for is not None:
         _build_index(connect, collection, index_for[0], index_for[1], report)
+    if finish:
+        state = complete_switch(
+            connect, collection, notes=report.notes, build_index=options.build_index
+        )
+        if state == "switched":
+            report.switched.append(collection.name)
+            if options.wait_retired:
+                with connect() as conn:
+                    conn.autocommit = True
+                    report.retired_vectors_deleted += wait_and_purge(conn, collection.id)
+        elif state in ("incomplete", "unbound"):
+            report.more_work = True
     report.seconds = time.perf_counter() - started
     return report
+
+
+def switch_ready(conn: Connection, collection_id: int) -> bool:
+    """Whether the collection is switching models and none of the back-fill is queued (so
+    the switch may be complete: :func:`~embedplat.switch.complete_switch` checks)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM embedplat.collections WHERE id = %(c)s "
+        "AND switch_model_name IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM "
+        "embedplat.pending_work WHERE collection_id = %(c)s AND for_switch)",
+        {"c": collection_id},
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def sync(
@@ -908,10 +1143,12 @@ def reconcile(conn: Connection, collection_id: int | None = None) -> ReconcileRe
 
     * records marked chunked whose chunks no longer match their content (chunk rows edited or
       deleted by hand, or a record with text but no chunks) are marked for re-chunking;
-    * vectors whose text hash no longer equals their chunk's, or that belong to a model that is
-      neither the collection's active nor its back-fill model, are deleted;
+    * vectors whose text hash no longer equals their chunk's, or that belong to a model the
+      collection does not use (neither active, its switch's target, kept by a switch for a
+      rollback, nor retired and waiting for its purge), are deleted;
     * queue rows carrying an outdated text hash are corrected;
-    * chunks with neither a current vector nor queued work are queued.
+    * chunks with neither a current vector nor queued work are queued (for the switch target
+      too while the collection switches models).
     """
     report = ReconcileReport()
     params = {"c": collection_id}
@@ -943,7 +1180,10 @@ def reconcile(conn: Connection, collection_id: int | None = None) -> ReconcileRe
             WHERE col.id = e.collection_id AND {scope.format(alias="e")}
               AND e.model_id IS DISTINCT FROM col.active_model_id
               AND e.model_id IS DISTINCT FROM col.backfill_model_id
+              AND e.model_id IS DISTINCT FROM col.kept_model_id
               AND col.active_model_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM embedplat.retired_models rm
+                              WHERE rm.collection_id = col.id AND rm.model_id = e.model_id)
             """,
             params,
         ).rowcount
@@ -957,15 +1197,18 @@ def reconcile(conn: Connection, collection_id: int | None = None) -> ReconcileRe
         ).rowcount
         report.chunks_requeued = conn.execute(
             f"""
-            INSERT INTO embedplat.embedding_queue (chunk_id, collection_id, text_hash)
-            SELECT ch.id, ch.collection_id, ch.text_hash
+            INSERT INTO embedplat.embedding_queue (chunk_id, collection_id, text_hash, for_switch)
+            SELECT ch.id, ch.collection_id, ch.text_hash, kind.for_switch
             FROM embedplat.chunks ch
             JOIN embedplat.collections col ON col.id = ch.collection_id
+            CROSS JOIN LATERAL (VALUES (false, col.active_model_id),
+                                       (true, col.backfill_model_id)) AS kind(for_switch, model_id)
             WHERE {scope.format(alias="ch")}
+              AND (NOT kind.for_switch OR col.switch_model_name IS NOT NULL)
               AND NOT EXISTS (SELECT 1 FROM embedplat.embeddings e
-                              WHERE e.chunk_id = ch.id AND e.model_id = col.active_model_id
+                              WHERE e.chunk_id = ch.id AND e.model_id = kind.model_id
                                 AND e.text_hash = ch.text_hash)
-            ON CONFLICT (chunk_id) DO NOTHING
+            ON CONFLICT (chunk_id, for_switch) DO NOTHING
             """,
             params,
         ).rowcount

@@ -34,7 +34,9 @@ from embedplat.errors import (
     from_server_error,
 )
 from embedplat.indexes import collection_index_names, missing_index_note
+from embedplat.sync import SyncOptions, sync
 from tests.fix_cli import run
+from tests.fix_embedders import HashEmbedder
 
 from .search_helpers import hash_sync, plans
 
@@ -42,8 +44,15 @@ MARKER = "betasecret"
 DIMS = 64
 
 # The functions of the schema that may be SECURITY DEFINER: the attach trigger and the helper
-# it calls, which write the attached collection only and return nothing to their caller.
-SECURITY_DEFINER_ALLOWED = {"attach_mark_unhealthy"}
+# it calls, which write the attached collection only and return nothing to their caller; and
+# the end of a model switch and the purge of the vectors it retired, which only embedplat_worker
+# may execute and which do only what the sync engine does (make a complete target active,
+# delete retired vectors after their grace period).
+SECURITY_DEFINER_ALLOWED = {
+    "attach_mark_unhealthy",
+    "model_switch_complete",
+    "purge_retired_vectors",
+}
 
 
 @dataclass(frozen=True)
@@ -546,6 +555,53 @@ def test_a_worker_sync_reports_the_index_it_may_not_build(setup: Setup) -> None:
         assert collection_index_names(conn, setup.alpha) == []
     # the owner's next sync builds it
     assert len(hash_sync(setup.db_url, "alpha", DIMS).indexes_built) == 1
+
+
+def test_a_worker_back_fills_and_ends_a_model_switch_that_only_the_owner_may_start(
+    setup: Setup,
+) -> None:
+    new_model = f"test-hash-{DIMS // 2}"
+    with _connect(setup.worker) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT * FROM embedplat.model_switch('alpha', %s)", (new_model,))
+    with _admin(setup.db_url) as conn:
+        conn.execute("SELECT * FROM embedplat.model_switch('alpha', %s)", (new_model,))
+    with _connect(setup.reader) as conn:
+        for call in (
+            "SELECT * FROM embedplat.model_switch_complete('alpha')",
+            "SELECT embedplat.purge_retired_vectors(1)",
+            "SELECT * FROM embedplat.model_switch_cancel('alpha')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(call)
+            conn.rollback()
+    report = sync(
+        lambda: psycopg.connect(setup.worker.url),
+        lambda name: HashEmbedder(int(name.rsplit("-", 1)[1])),
+        "alpha",
+        SyncOptions(),
+    )
+    # The worker may not build the target's index, and the active model has one: no swap,
+    # and a note saying who can finish it.
+    assert report.switch_chunks_embedded > 0 and report.switched == []
+    assert any("as the schema owner" in note for note in report.notes), report.notes
+    owner = hash_sync(setup.db_url, "alpha", DIMS)
+    assert owner.switched == ["alpha"]
+    with _admin(setup.db_url) as conn:
+        row = conn.execute(
+            "SELECT m.name FROM embedplat.collections c JOIN embedplat.embedding_models m "
+            "ON m.id = c.active_model_id WHERE c.id = %s",
+            (setup.alpha,),
+        ).fetchone()
+        assert row == (new_model,)
+        conn.execute("UPDATE embedplat.retired_models SET retired_at = now() - interval '1 hour'")
+    # The worker purges the retired vectors through the SECURITY DEFINER function.
+    purged = sync(
+        lambda: psycopg.connect(setup.worker.url),
+        lambda name: HashEmbedder(int(name.rsplit("-", 1)[1])),
+        "alpha",
+        SyncOptions(),
+    )
+    assert purged.retired_vectors_deleted > 0
 
 
 # -- the CLI ---------------------------------------------------------------------------------------

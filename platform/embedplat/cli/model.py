@@ -143,3 +143,83 @@ def model_remove(name: ModelNameArg, json_out: JsonFlag = False) -> None:
         typer.echo(f"removed model {name!r}")
     else:
         typer.echo(f"model {name!r} was not registered")
+
+
+@model_app.command("switch")
+@handle_errors()
+def model_switch(
+    collection: Annotated[
+        str,
+        typer.Argument(
+            metavar="COLLECTION", help="The collection to switch.", callback=storable_text
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="NEW_MODEL",
+            help="The model to switch to (a bundled, extra or registered name, or a folder).",
+        ),
+    ] = None,
+    keep_old: Annotated[
+        bool,
+        typer.Option(
+            "--keep-old",
+            help="Keep the current model's vectors after the swap, for a rollback with --reuse.",
+        ),
+    ] = False,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="Switch back to a model whose vectors a --keep-old switch kept: only chunks "
+            "changed since are embedded (refused when none are kept).",
+        ),
+    ] = False,
+    cancel: Annotated[
+        bool,
+        typer.Option("--cancel", help="Abandon the switch in progress and delete its vectors."),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Switch COLLECTION to NEW_MODEL with no downtime.
+
+    Every chunk is back-filled with the new model by `embedplat sync` and the workers, next to
+    their normal work (edits first), while searches keep using the current model. The sync
+    that completes the back-fill builds the new model's ANN index and swaps in one
+    transaction; the old vectors are deleted after a short grace period unless --keep-old.
+    Progress: `embedplat status`.
+    """
+    if cancel:
+        if model is not None or keep_old or reuse:
+            raise usage_error("--cancel takes only the collection")
+        with open_platform() as platform:
+            cancelled = platform.cancel_switch(collection)
+        if json_out:
+            print_json(cancelled.to_json())
+            return
+        typer.echo(
+            f"cancelled the switch of {shown(cancelled.collection)} to {shown(cancelled.model)}: "
+            f"{cancelled.vectors_deleted:,} vectors and {cancelled.queued_deleted:,} queued "
+            "chunks deleted"
+        )
+        return
+    if model is None:
+        Settings.from_env()
+        raise usage_error("Missing argument 'NEW_MODEL' (or pass --cancel)")
+    with open_platform() as platform:
+        started = platform.switch_model(collection, model, keep_old=keep_old, reuse=reuse)
+    if json_out:
+        print_json(started.to_json())
+        return
+    name, target = shown(started.collection), shown(started.to_model)
+    if started.state == "switched":
+        typer.echo(f"{name} uses {target} now ({started.chunks_reused:,} vectors reused)")
+        return
+    verb = "resumed" if started.state == "resumed" else "started"
+    typer.echo(
+        f"{verb} the switch of {name} from {shown(started.from_model)} to {target}: "
+        f"{started.chunks_queued:,} of {started.chunks:,} chunks queued "
+        f"({started.chunks_reused:,} reused); `embedplat sync {name}` or the workers back-fill "
+        "them, searches use the current model until the swap (progress: `embedplat status`)"
+    )

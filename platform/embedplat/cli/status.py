@@ -34,8 +34,9 @@ _PIPE_WIDTH = 1000
 def status(json_out: JsonFlag = False) -> None:
     """Per collection: records, chunks, embedded, stale, leased and failed chunks, queue lag.
 
-    Below the table: attached collections with their app table and health, and the
-    processes holding leases on chunks, alive or gone.
+    Below the table: attached collections with their app table and health, model switches in
+    progress (chunks done, rate, ETA), and the processes holding leases on chunks, alive or
+    gone.
     """
     with open_platform() as platform:
         rows = platform.status()
@@ -69,6 +70,8 @@ def status(json_out: JsonFlag = False) -> None:
                 f"{shown(row.name)}: attached to {shown(row.attached_to)} "
                 f"({shown(row.attachment_state)}){error}"
             )
+        if row.switch is not None:
+            typer.echo(f"{shown(row.name)}: {_switch_line(row)}")
         for holder in row.lease_holders:
             state = "alive" if holder.alive else "gone"
             typer.echo(
@@ -90,3 +93,22 @@ def _cells(row: CollectionStatus) -> list[str]:
         f"{row.failed:,}",
         lag,
     ]
+
+
+def _switch_line(row: CollectionStatus) -> str:
+    switch = row.switch
+    assert switch is not None
+    share = switch.chunks_done / switch.chunks if switch.chunks else 1.0
+    rate = switch.rate
+    eta = switch.eta_seconds
+    parts = [
+        f"switching from {shown(switch.from_model)} to {shown(switch.to_model)}:",
+        f"{switch.chunks_done:,} of {switch.chunks:,} chunks ({share:.0%})",
+    ]
+    if rate is not None:
+        parts.append(f"{rate:,.1f} chunks/s")
+    if eta is not None:
+        parts.append(f"ETA {eta:,.0f}s")
+    if switch.chunks_failed:
+        parts.append(f"{switch.chunks_failed:,} failed")
+    return ", ".join(parts)

@@ -49,7 +49,9 @@ def sync(
         if reconcile:
             drift = platform.reconcile(collection)
             extra["reconcile"] = drift.to_json()
-        options = platform.sync_options(batch_size=batch_size, build_index=not no_index)
+        options = platform.sync_options(
+            batch_size=batch_size, build_index=not no_index, wait_retired=True
+        )
         if json_out or not sys.stderr.isatty():
             report = platform.sync(collection, options=options)
         else:

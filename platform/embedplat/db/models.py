@@ -82,6 +82,12 @@ class Collection(Base):
         CheckConstraint(
             "chunk_overlap >= 0 AND chunk_overlap < chunk_tokens", name="chunk_overlap_range"
         ),
+        CheckConstraint(
+            "(switch_model_name IS NULL) = (switch_started_at IS NULL) "
+            "AND (backfill_model_id IS NULL OR switch_model_name IS NOT NULL) "
+            "AND (kept_model_id IS NULL OR kept_model_id IS DISTINCT FROM active_model_id)",
+            name="switch_consistent",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -96,6 +102,21 @@ class Collection(Base):
     )
     # A second model being back-filled before a switch; searches keep using the active one.
     backfill_model_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("embedding_models.id", ondelete="RESTRICT"), nullable=True
+    )
+    # The model switch in progress (docs/models.md): the target's name, when it started, whether
+    # the active model's vectors stay after the swap, and how many chunks had a vector of the
+    # target already. backfill_model_id is the target's row once a process has loaded it.
+    switch_model_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    switch_started_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    switch_keep_old: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    switch_reused: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # The model an earlier switch kept the vectors of (`model switch --keep-old`), for a rollback.
+    kept_model_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("embedding_models.id", ondelete="RESTRICT"), nullable=True
     )
     # ANN index parameters, e.g. {"method": "hnsw", "m": 16, "ef_construction": 64}.
@@ -227,6 +248,7 @@ class EmbeddingJob(Base):
         Index(
             "ix_embedding_queue_claimable",
             "collection_id",
+            "for_switch",
             "available_at",
             postgresql_where=text("state = 'pending'"),
         ),
@@ -237,6 +259,11 @@ class EmbeddingJob(Base):
     )
     collection_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    # false: a vector of the collection's active model; true: of the target of its model
+    # switch (both may be queued for one chunk while a switch runs).
+    for_switch: Mapped[bool] = mapped_column(
+        Boolean, primary_key=True, server_default=text("false")
     )
     # The chunk hash the job was created for; a result for another hash is not stored.
     text_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
@@ -371,3 +398,19 @@ class ModelRegistration(Base):
     default_prompt_name: Mapped[str | None] = mapped_column(Text, nullable=True)
     registered_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class RetiredModel(Base):
+    """A model a switch stopped using in a collection; its vectors are deleted by
+    ``embedplat.purge_retired_vectors`` once no search that started before the swap can still
+    be reading them (``embedplat.retire_grace()``)."""
+
+    __tablename__ = "retired_models"
+
+    collection_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("embedding_models.id", ondelete="RESTRICT"), primary_key=True
+    )
+    retired_at: Mapped[datetime] = _now()

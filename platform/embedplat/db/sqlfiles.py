@@ -49,8 +49,12 @@ def function_sql(name: str, function: str) -> str:
 
 def view_sql(name: str, view: str) -> str:
     """The ``CREATE OR REPLACE VIEW view`` statement of ``sql/<name>`` with the ``COMMENT ON
-    VIEW`` that follows it."""
+    VIEW`` that follows it, when it has one (a view redefined in a later file may not)."""
     text = read_sql(name)
     start = text.index(f"CREATE OR REPLACE VIEW {view} AS")
-    comment = text.index(f"COMMENT ON VIEW {view} IS", start)
-    return text[start : text.index(";\n", comment) + 1]
+    end = text.index(";\n", start)
+    comment = text.find(f"COMMENT ON VIEW {view} IS", end)
+    following = text.find("CREATE OR REPLACE", end)
+    if comment != -1 and (following == -1 or comment < following):
+        end = text.index(";\n", comment)
+    return text[start : end + 1]

@@ -9,6 +9,7 @@ Suites and the result files they write:
     ingest       bench_ingest            ingest
     sync         bench_sync              sync_throughput, sync_incremental, sync_noop, sync_index
     retrieval    bench_retrieval         retrieval_scifact, hybrid_scifact
+    models       bench_models            models_scifact
     search       bench_search            search_latency
                  bench_search --isotropic  search_latency_isotropic
     calibration  calibrate_duplicates    calibration
@@ -52,6 +53,8 @@ SUITES: dict[str, list[list[str]]] = {
     "ingest": [["benchmarks.bench_ingest"]],
     "sync": [["benchmarks.bench_sync"]],
     "retrieval": [["benchmarks.bench_retrieval"]],
+    # ~20 min: all-mpnet-base-v2 embeds ~5x slower than all-MiniLM-L6-v2 (bench_models).
+    "models": [["benchmarks.bench_models"]],
     "search": [["benchmarks.bench_search"], ["benchmarks.bench_search", "--isotropic"]],
     "calibration": [["benchmarks.calibrate_duplicates"]],
     "analytics": [["benchmarks.bench_analytics"]],
@@ -516,6 +519,89 @@ def _attach(r: Result) -> list[str]:
     return ["## Attached tables: trigger overhead and back-fill", "", *out]
 
 
+# -- bench_models ---------------------------------------------------------------------------------
+
+
+def _not_measured(part: Result) -> list[str]:
+    missing = part.get("not_measured") or {}
+    return [f"**Not measured: {name}**, not available here: {why}" for name, why in missing.items()]
+
+
+def _corpus(q: Result) -> str:
+    if not q["limit"]:
+        return "the whole corpus"
+    return f"`--limit {q['limit']}`: every one of the {q['relevant_docs']:,} relevant documents of the queries, then others"
+
+
+def _models(r: Result) -> list[str]:
+    # Two parts measured separately (bench_models --only): each with its own date.
+    out: list[str] = []
+    if q := r.get("quality"):
+        models = q["models"]
+        text = q["text_only"]
+        rows = [
+            *[(f"`embedplat.search` (vector), {name}", m["vector"]) for name, m in models.items()],
+            *[
+                (f"`embedplat.hybrid_search` (RRF), {name}", m["hybrid_rrf"])
+                for name, m in models.items()
+            ],
+            *(
+                [
+                    (
+                        f"text only (`hybrid_search`, vector_weight 0; chunks of {text['chunks_of']})",
+                        text,
+                    )
+                ]
+                if text
+                else []
+            ),
+            *[
+                (f"exact in-memory baseline (whole documents), {name}", m["exact_whole_documents"])
+                for name, m in models.items()
+            ],
+        ]
+        out += [
+            _when(r, q),
+            "",
+            f"Quality: {q['note']}. The same {q['corpus_docs']:,} SciFact documents ({_corpus(q)}) and {q['queries']} train queries for each model; k = {q['k']}; RRF k = {q['rrf']['k']}, lists {q['rrf']['list_depth']} deep. Full-text search does not use the model, so it ran once. The exact baseline embeds each whole document with the model (cut at its `max_seq_length`) and ranks by exact cosine. Measured with `{q['command']}`.",
+            "",
+            "| search, model | nDCG@10 | recall@10 | p50 ms | p95 ms |",
+            "|---|---:|---:|---:|---:|",
+            *[
+                f"| {name} | {m['ndcg@10']} | {m['recall@10']} | {m.get('p50_ms', '-')} | {m.get('p95_ms', '-')} |"
+                for name, m in rows
+            ],
+            "",
+            "| model | dimensions | max_seq_length | chunks | sync of the corpus s (HNSW build included) | chunks/s (computed) | exact baseline encode s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *[
+                f"| {name} | {m['dimensions']} | {m['max_seq_length']} | {m['chunks']:,} | {m['sync_seconds_index_included']} | {m['sync_chunks_per_second_computed']} | {m['exact_encode_seconds']} |"
+                for name, m in models.items()
+            ],
+            "",
+            *[line for line in _not_measured(q) for line in (line, "")],
+        ]
+    if t := r.get("throughput"):
+        models = t["models"]
+        out += [
+            _when(r, t),
+            "",
+            f"Embedding throughput on this CPU: {t['note']}. Sample: {t['sample']}. Each run: a fresh database, ingest, sync (batch {t['batch_size']}; {t['sync_options']}), then `SentenceTransformer.encode` of the same chunk texts (raw, batch {t['batch_size']}). {t['runs_per_model']} runs per model, interleaved ({', '.join(t['order'])}); min / median / max over the runs. {'Every model cut the sample into the same chunk texts' if t['same_chunk_texts_across_models'] else 'The models cut the sample into different chunk texts (their tokenizers differ)'}. Measured with `{t['command']}`.",
+            "",
+            f"| model | chunks | sync chunks/s (computed) | raw encode chunks/s (computed) | sync / raw (medians, computed) | sync speed vs {t['first_model']} (medians, computed) | raw speed vs {t['first_model']} (medians, computed) |",
+            "|---|---:|---|---|---:|---:|---:|",
+            *[
+                f"| {name} | {m['chunks']:,} | {_mmm(m['sync_chunks_per_second_computed'])} | {_mmm(m['raw_chunks_per_second_computed'])} | {m['sync_vs_raw_ratio_of_medians_computed']} | {m['sync_speed_vs_first_model_computed']} | {m['raw_speed_vs_first_model_computed']} |"
+                for name, m in models.items()
+            ],
+            "",
+            *[line for line in _not_measured(t) for line in (line, "")],
+        ]
+    if not out:
+        return []
+    return ["## Embedding models compared: quality and throughput on SciFact", "", *out]
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 Renderer = Callable[[Result], list[str]]
@@ -563,6 +649,15 @@ SECTIONS: list[Section] = [
         "hybrid_scifact",
         _hybrid,
         ("python -m benchmarks.bench_retrieval  # also writes retrieval_scifact",),
+        "scifact",
+    ),
+    Section(
+        "models_scifact",
+        _models,
+        (
+            "python -m benchmarks.bench_models --only quality",
+            "python -m benchmarks.bench_models --only throughput",
+        ),
         "scifact",
     ),
     Section(

@@ -17,6 +17,7 @@ Suites and the result files they write:
     workers      bench_workers           workers
     attach       bench_attach            attach
     chunking     bench_chunking          chunking
+    switch       bench_switch            switch
     pgai         bench_pgai              pgai
 
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
@@ -61,6 +62,8 @@ SUITES: dict[str, list[list[str]]] = {
     "workers": [["benchmarks.bench_workers"]],
     "attach": [["benchmarks.bench_attach"]],
     "chunking": [["benchmarks.bench_chunking"]],
+    # ~30 min: all-mpnet-base-v2 back-fills ~15,700 chunks next to a searching reader.
+    "switch": [["benchmarks.bench_switch"]],
     # ~17 min, plus building pgai's own venv the first time (bench_pgai's docstring).
     "pgai": [["benchmarks.bench_pgai"]],
 }
@@ -602,6 +605,61 @@ def _models(r: Result) -> list[str]:
     return ["## Embedding models compared: quality and throughput on SciFact", "", *out]
 
 
+# -- bench_switch ---------------------------------------------------------------------------------
+
+
+def _phase_row(name: str, phase: Result) -> str:
+    e2e, sql_ms = phase["end_to_end_ms"], phase["sql_ms"]
+
+    def cell(spread: Result) -> str:
+        return (
+            "-" if not spread.get("n") else f"{spread['p50']} / {spread['p95']} / {spread['max']}"
+        )
+
+    models = ", ".join(phase["models"]) or "-"
+    return f"| {name} | {phase['seconds']} | {phase['searches']} | {cell(e2e)} | {cell(sql_ms)} | {models} |"
+
+
+def _switch(r: Result) -> list[str]:
+    out: list[str] = ["## Model switch under load", ""]
+    if s := r.get("switch"):
+        ratio = s["p95_during_backfill_over_before_computed"]
+        blocked = s["longest_search_overlapping_swap_ms"]
+        out += [
+            _when(r, s),
+            "",
+            f"{s['note']}. {s['records']:,} records ({s['corpus']}; {s['chunks']:,} chunks), embedded with {s['from_model']} and HNSW-indexed, switched to {s['to_model']} while a reader process searched all along (about 4 searches a second: embed the query with the collection's model, `embedplat.search` naming that model, a retry when a swap came between, and the top hit's similarity checked against its stored vector of the same model).",
+            "",
+            "| measured | value | goal |",
+            "|---|---|---|",
+            f"| searches | {s['searches']:,} ({s['retried_searches']} retried after a swap) | |",
+            f"| failed searches | {s['failed_searches']} | 0 {_met(s['failed_searches'] == 0)} |",
+            f"| results of the wrong model | {s['wrong_model_results']} ({s['unverifiable_results']} top hits not checkable: their vectors were purged) | 0 {_met(s['wrong_model_results'] == 0)} |",
+            f"| search p95 during the back-fill / before (computed) | end to end {ratio['end_to_end']}, SQL call {ratio['sql']} | ≤ {s['goal_p95_ratio']} (end to end {_met(bool(ratio['end_to_end']) and ratio['end_to_end'] <= s['goal_p95_ratio'])}, SQL {_met(bool(ratio['sql']) and ratio['sql'] <= s['goal_p95_ratio'])}) |",
+            f"| the swap (`model_switch_complete`) | {s['swap_seconds'] * 1000:.1f} ms; {s['searches_overlapping_swap']} searches overlapped it, the longest {blocked if blocked is not None else '-'} ms | < {s['goal_swap_blocked_seconds']} s of blocked searches {_met(s['swap_seconds'] < s['goal_swap_blocked_seconds'])} |",
+            f"| back-fill | {s['backfill_chunks']:,} chunks in {s['backfill_seconds']} s ({s['backfill_chunks_per_second_computed']} chunks/s, computed) | |",
+            f"| target's HNSW build (concurrently) | {s['index_build_seconds']} s | |",
+            f"| total switch, start to swap (computed) | {s['total_switch_seconds_computed']} s | |",
+            f"| purge of the old vectors after the grace period | {s['purged_vectors']:,} vectors in {s['purge_seconds']} s | |",
+            "",
+            "Search latency per phase, ms (p50 / p95 / max); end to end includes embedding the query on the same two cores as the back-fill:",
+            "",
+            "| phase | s | searches | end to end | SQL call | models answering |",
+            "|---|---:|---:|---|---|---|",
+            *[_phase_row(name, phase) for name, phase in s["phases"].items()],
+            "",
+        ]
+    if v := r.get("variant"):
+        c = v["cosine_to_original_computed"]
+        out += [
+            _when(r, v),
+            "",
+            f"A switch to a variant of the same model: {v['records']:,} records, {v['from_model']} (fingerprint {v['fingerprints'][v['from_model']]}) to {v['to_model']} (another fingerprint). Chunks reused: **{v['chunks_reused']}**; re-embedded: {v['chunks_reembedded']:,}, switched in {v['switch_seconds']} s. The variant's vectors against the original's (cosine, computed): min {c['min']}, median {c['median']}, {c['below_0_9999']} of {c['pairs']:,} below 0.9999{' (the vectors agree where a text fits in 128 tokens)' if c['below_0_9999'] == 0 else ''}; whatever the vectors, other files are another model, so nothing was reused.",
+            "",
+        ]
+    return out if len(out) > 2 else []
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 Renderer = Callable[[Result], list[str]]
@@ -700,6 +758,15 @@ SECTIONS: list[Section] = [
         lambda r: ["## Chunking time vs record size", "", chunking_markdown(r), ""],
         ("python -m benchmarks.bench_chunking",),
         "scifact",
+    ),
+    Section(
+        "switch",
+        _switch,
+        (
+            "python -m benchmarks.bench_switch --only switch",
+            "python -m benchmarks.bench_switch --only variant",
+        ),
+        "mrpc",
     ),
     Section(
         "pgai",

@@ -270,10 +270,11 @@ def complete_switch(
     assert out is not None
     state = str(out[0])
     if state == "index_missing" and notes is not None:
+        why = "this sync builds no index" if not build_index else "this role may not build it"
         notes.append(
             f"the switch of collection {collection.name!r} to {out[1]} is back-filled, but its "
-            "ANN index is missing and this role may not build it: run `embedplat sync "
-            f"{collection.name}` as the schema owner to build it and swap"
+            f"ANN index is missing and {why}: run `embedplat sync {collection.name}` as the "
+            "schema owner to build it and swap"
         )
     return state
 

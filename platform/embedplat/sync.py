@@ -141,6 +141,9 @@ class SyncReport:
     switched: list[str] = field(default_factory=list)
     # Vectors of models a switch retired, deleted after the grace period.
     retired_vectors_deleted: int = 0
+    # Collections whose switch is back-filled and waits for its ANN index (this sync built
+    # none: the Celery workers leave index builds to their index task, which then swaps).
+    switches_waiting_for_index: list[str] = field(default_factory=list)
     # Keys of an attached table queued by bulk statements, whose records this sync derived
     # (embedplat.attach_drain) before chunking.
     attached_rows_drained: int = 0
@@ -170,6 +173,7 @@ class SyncReport:
         self.switch_chunks_embedded += other.switch_chunks_embedded
         self.switched += other.switched
         self.retired_vectors_deleted += other.retired_vectors_deleted
+        self.switches_waiting_for_index += other.switches_waiting_for_index
         self.attached_rows_drained += other.attached_rows_drained
         self.indexes_built += other.indexes_built
         self.more_work = self.more_work or other.more_work
@@ -744,12 +748,15 @@ class CollectionModels:
         if state == self._state:
             return False
         previous, self._state = self._state, state
-        model_name, active_id, switch_name, _ = state
+        model_name, active_id, switch_name, target_id = state
         if previous is not None and (
             model_name != previous[0] or (self._active and self._active[1] != active_id)
         ):
             self._active = None
-        if previous is not None and switch_name != previous[2]:
+        # Another switch (or the same one cancelled and started again): bind it afresh.
+        if previous is not None and (
+            switch_name != previous[2] or (self._target and self._target[1] != target_id)
+        ):
             self._target, self.target_error = None, None
         self.collection = replace(self.collection, model_name=str(model_name))
         self.switch_model = None if switch_name is None else str(switch_name)
@@ -770,7 +777,10 @@ class CollectionModels:
         if self._target is None:
             try:
                 embedder = self.factory(self.switch_model)
-                self._target = (embedder, bind_switch_model(self.conn, self.collection, embedder))
+                model_id = bind_switch_model(
+                    self.conn, self.collection, self.switch_model, embedder
+                )
+                self._target = (embedder, model_id)
             except EmbedplatError as exc:
                 self.target_error = one_line_error(exc)
                 log.warning(
@@ -783,19 +793,19 @@ class CollectionModels:
         return self._target
 
 
-def bind_switch_model(conn: Connection, collection: CollectionInfo, embedder: Embedder) -> int:
-    """Bind the collection's switch target to ``embedder``'s model (the first process that
+def bind_switch_model(
+    conn: Connection, collection: CollectionInfo, name: str, embedder: Embedder
+) -> int:
+    """Bind the collection's switch to ``name``, loaded as ``embedder`` (the first process that
     loads it does), or refuse when the switch was started with other files of that name."""
     model_id = register_model(conn, embedder)
     row = conn.execute(
         "UPDATE embedplat.collections SET backfill_model_id = coalesce(backfill_model_id, %s) "
         "WHERE id = %s AND switch_model_name = %s RETURNING backfill_model_id",
-        (model_id, collection.id, embedder.name),
+        (model_id, collection.id, name),
     ).fetchone()
     if row is None:
-        raise ModelMismatchError(
-            f"collection {collection.name!r} is no longer switching to {embedder.name}"
-        )
+        raise ModelMismatchError(f"collection {collection.name!r} is no longer switching to {name}")
     if int(row[0]) != model_id:
         bound = conn.execute(
             "SELECT fingerprint FROM embedplat.embedding_models WHERE id = %s", (int(row[0]),)
@@ -1043,6 +1053,8 @@ def sync_collection(
                     report.retired_vectors_deleted += wait_and_purge(conn, collection.id)
         elif state in ("incomplete", "unbound"):
             report.more_work = True
+        elif state == "index_missing":
+            report.switches_waiting_for_index.append(collection.name)
     report.seconds = time.perf_counter() - started
     return report
 

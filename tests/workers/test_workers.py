@@ -345,3 +345,38 @@ def test_two_beat_schedulers_cause_no_double_embedding(
     for beat in beats:
         beat.wait_for_log("Sending due task embedplat-sweep", count=2)
     _assert_embedded_exactly_once(db_url, logs)
+
+
+def _active_model(url: str) -> str | None:
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute(
+            "SELECT m.name FROM embedplat.collections c JOIN embedplat.embedding_models m "
+            "ON m.id = c.active_model_id WHERE c.name = 'docs'"
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_workers_back_fill_a_model_switch_and_swap(
+    platform: Platform, db_url: str, stack: Stack, celery_client: Any, tmp_path: Path
+) -> None:
+    _backlog(platform, 12, paras=2, words=10)
+    platform.sync("docs")
+    target = "test-hash-32"
+    started = platform.switch_model("docs", target)
+    assert started.chunks_queued == started.chunks > 0
+    log = tmp_path / "w.log"
+    stack.worker("w", _hooks(log, 0.05))
+    celery_client.send_task("embedplat.sync_collection", args=["docs"])
+    wait_for(lambda: _active_model(db_url) == target, 300, "the worker to end the switch")
+    # The worker embedded every chunk once, with the target (the old model had nothing stale).
+    assert sorted(read_log(log)) == sorted(chunk_texts(db_url))
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM embedplat.embeddings e "
+            "JOIN embedplat.chunks ch ON ch.id = e.chunk_id AND ch.text_hash = e.text_hash "
+            "JOIN embedplat.embedding_models m ON m.id = e.model_id WHERE m.name = %s",
+            (target,),
+        ).fetchone()
+    assert row == (started.chunks,)
+    status = platform.status()[0]
+    assert (status.model, status.switch, status.stale) == (target, None, 0)

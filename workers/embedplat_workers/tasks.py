@@ -6,7 +6,8 @@
 * ``embedplat.sweep()`` sends a sync task to every collection with stale work that no task is
   working on (beat's polling fallback behind the NOTIFY listener).
 * ``embedplat.reconcile()`` repairs drift; ``embedplat.index_upkeep([name])`` builds missing
-  HNSW indexes.
+  HNSW indexes, and ends a model switch whose back-fill is done (the sync tasks embed the
+  back-fill but build no index; the swap waits for the target's).
 
 Messages carry a collection name, never row ids: the database decides what is stale and hands it
 out with ``FOR UPDATE SKIP LOCKED`` claims, so duplicated, lost or reordered messages cost at
@@ -43,10 +44,12 @@ from embedplat.db.locks import LockKey
 from embedplat.embedders import Embedder, load_embedder
 from embedplat.errors import CollectionNotFoundError, DatabaseUnavailableError
 from embedplat.indexes import ensure_ann_index
+from embedplat.switch import complete_switch
 from embedplat.sync import (
     SyncOptions,
     SyncReport,
     reconcile,
+    switch_ready,
     sync_collection,
 )
 from embedplat_workers.app import (
@@ -333,7 +336,7 @@ def run_sync_batch(collection: str) -> SyncReport | None:
         follow_up = plan_follow_up(rt, collection)
         if follow_up is not None:
             send_sync(follow_up)
-    elif report.chunks_embedded:
+    elif report.chunks_embedded or report.switches_waiting_for_index:
         # The backlog is drained: build the ANN index if the collection has none yet. A task
         # of its own, because a first build may take far longer than a sync batch may.
         index_upkeep_task.delay(collection)
@@ -378,7 +381,8 @@ def run_sweep() -> dict[str, int]:
 
 
 def run_index_upkeep(collection: str | None = None) -> list[str]:
-    """Build the HNSW index of every collection (or of one) whose active model has none."""
+    """Build the HNSW index of every collection (or of one) whose active model has none; then
+    end each model switch whose back-fill is done (its target's index is built first)."""
     rt = runtime()
     with rt.connect() as conn:
         conn.autocommit = True
@@ -398,6 +402,15 @@ def run_index_upkeep(collection: str | None = None) -> list[str]:
         if index:
             log.info("built index %s for collection %r", index, name)
             built.append(index)
+        with rt.connect() as conn:
+            conn.autocommit = True
+            ready = switch_ready(conn, info.id)
+        if ready:
+            notes: list[str] = []
+            state = complete_switch(rt.connect, info, notes=notes)
+            log.info("model switch of collection %r: %s", name, state)
+            for note in notes:
+                log.warning("%s", note)
     return built
 
 

@@ -54,6 +54,13 @@ def is_collection_index(index_name: str, collection_id: int) -> bool:
     return re.fullmatch(pattern, index_name) is not None
 
 
+def index_model_id(index_name: str, collection_id: int) -> int | None:
+    """The model id in the name of a (finished) ANN index of that collection, else None (an
+    unfinished rebuild, ``_new``, or another collection's index)."""
+    match = re.fullmatch(rf"ix_embeddings_ann_c{int(collection_id)}_m([0-9]+)", index_name)
+    return None if match is None else int(match.group(1))
+
+
 def collection_index_names(conn: Connection, collection_id: int) -> list[str]:
     """Names of every ANN index of the collection that exists now (any model, valid or not)."""
     rows = conn.execute(
@@ -159,7 +166,7 @@ def ann_index_statement(
     )
 
 
-def _drop_index_concurrently(conn: Connection, name: str) -> None:
+def drop_index_concurrently(conn: Connection, name: str) -> None:
     conn.execute(
         sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS embedplat.{}").format(sql.Identifier(name))
     )
@@ -238,7 +245,7 @@ def ensure_ann_index(
             if valid:
                 return None
             if valid is not None:  # an interrupted concurrent build leaves an invalid index
-                _drop_index_concurrently(conn, name)
+                drop_index_concurrently(conn, name)
             if not has_vectors(conn, collection.id, model_id):
                 return None
             conn.execute(
@@ -275,7 +282,7 @@ def drop_collection_indexes(connect: Callable[[], Connection], collection_id: in
         conn.autocommit = True
         names = collection_index_names(conn, collection_id)
         for name in names:
-            _drop_index_concurrently(conn, name)
+            drop_index_concurrently(conn, name)
     return names
 
 
@@ -391,13 +398,13 @@ def build_index(
         conn.execute("SELECT pg_advisory_lock(%s, %s)", (LockKey.ANN_INDEX_BUILD, info.id))
         try:
             # A build interrupted earlier leaves an invalid index behind.
-            _drop_index_concurrently(conn, temporary)
+            drop_index_concurrently(conn, temporary)
             conn.execute(
                 ann_index_statement(conn, temporary, info.id, model_id, dimensions, options)
             )
             replaced = _index_is_valid(conn, name) is not None
             if replaced:
-                _drop_index_concurrently(conn, name)
+                drop_index_concurrently(conn, name)
             conn.execute(
                 sql.SQL("ALTER INDEX embedplat.{} RENAME TO {}").format(
                     sql.Identifier(temporary), sql.Identifier(name)

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,17 +26,17 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from embedplat.collections import CollectionInfo
 from embedplat.embedders import Embedder
 from embedplat.errors import InvalidInputError, server_errors
 from embedplat.indexes import (
-    ann_index_name,
     can_build_indexes,
     collection_index_names,
+    drop_index_concurrently,
     ensure_ann_index,
+    index_model_id,
 )
 
 Connection = psycopg.Connection[Any]
@@ -47,8 +46,6 @@ RETIRE_GRACE_SECONDS = 15.0
 
 PURGE_BATCH = 10_000
 """Vectors of a retired model deleted per transaction."""
-
-_INDEX_MODEL = re.compile(r"ix_embeddings_ann_c[0-9]+_m([0-9]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +245,7 @@ def complete_switch(
     with connect() as conn:
         conn.autocommit = True
         row = conn.execute(
-            "SELECT c.backfill_model_id, m.dimensions, c.active_model_id, "
+            "SELECT c.backfill_model_id, m.dimensions, "
             "embedplat.switch_missing_chunks(c.id, c.backfill_model_id) "
             "FROM embedplat.collections c "
             "LEFT JOIN embedplat.embedding_models m ON m.id = c.backfill_model_id "
@@ -257,7 +254,7 @@ def complete_switch(
         ).fetchone()
     if row is None:
         return "none"
-    target_id, dimensions, _active_id, missing = row
+    target_id, dimensions, missing = row
     if build_index and target_id is not None and not missing:
         ensure_ann_index(connect, collection, int(target_id), int(dimensions), notes=notes)
     with connect() as conn:
@@ -344,14 +341,10 @@ def drop_unused_indexes(conn: Connection, collection_id: int) -> list[str]:
     used = {int(m) for m in row[1]}
     dropped: list[str] = []
     for name in collection_index_names(conn, collection_id):
-        match = _INDEX_MODEL.fullmatch(name)
-        if match is None:  # a rebuild in progress (`_new`): `embedplat index` owns it
+        model_id = index_model_id(name, collection_id)
+        # None: a rebuild in progress (`_new`), which `embedplat index` owns.
+        if model_id is None or model_id in used:
             continue
-        model_id = int(match.group(1))
-        if model_id in used or name != ann_index_name(collection_id, model_id):
-            continue
-        conn.execute(
-            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS embedplat.{}").format(sql.Identifier(name))
-        )
+        drop_index_concurrently(conn, name)
         dropped.append(name)
     return dropped

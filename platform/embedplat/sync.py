@@ -735,18 +735,18 @@ class CollectionModels:
         self._state: tuple[Any, ...] | None = None
         self.refresh()
 
-    def refresh(self) -> bool:
-        """Re-read the collection's models; True when they changed since the last read."""
+    def refresh(self) -> None:
+        """Re-read the collection's models; forget the bound ones that changed."""
         row = self.conn.execute(
             "SELECT model_name, active_model_id, switch_model_name, backfill_model_id "
             "FROM embedplat.collections WHERE id = %s",
             (self.collection.id,),
         ).fetchone()
         if row is None:  # dropped meanwhile: the next statements find nothing to do
-            return False
+            return
         state = tuple(row)
         if state == self._state:
-            return False
+            return
         previous, self._state = self._state, state
         model_name, active_id, switch_name, target_id = state
         if previous is not None and (
@@ -760,7 +760,6 @@ class CollectionModels:
             self._target, self.target_error = None, None
         self.collection = replace(self.collection, model_name=str(model_name))
         self.switch_model = None if switch_name is None else str(switch_name)
-        return previous is not None
 
     def active(self) -> tuple[Embedder, int]:
         """The active model's embedder and id (loaded and bound on first use)."""

@@ -31,6 +31,7 @@ from embedplat.config import (
 from embedplat.db import migrate
 from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
 from embedplat.embedders import Embedder, load_embedder
+from embedplat.embedders.backends import model_variant, variant_name
 from embedplat.errors import (
     CollectionNotFoundError,
     InvalidInputError,
@@ -140,14 +141,19 @@ class Platform:
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
         exist_ok: bool = False,
+        backend: str | None = None,
     ) -> CollectionInfo:
         """Create a collection (see `embedplat collection create`).
 
-        ``model`` must be servable here (:func:`~embedplat.models.require_model`, which loads
+        ``backend`` runs the model on another runtime (``onnx``, ``onnx-int8``, ``openvino``,
+        ``openvino-int8``; :mod:`embedplat.embedders.backends`): the collection's model is then
+        the variant ``MODEL@BACKEND``. None takes the settings' backend (``EMBEDPLAT_BACKEND``)
+        unless ``model`` already names one. ``model`` must be servable here (:func:`~embedplat.models.require_model`, which loads
         nothing; a name registered with :meth:`add_model` resolves to its folder): an unknown
         name raises :class:`~embedplat.embedders.ModelUnavailableError` before anything is
         stored, rather than failing every later sync of the collection.
         """
+        model = self.new_collection_model(model, backend)
         with self.connection() as conn:
             if model.strip():  # a blank name gets the collection layer's own error
                 _models.require_model(conn, model)
@@ -211,9 +217,18 @@ class Platform:
             return _models.remove_model(conn, name)
 
     def switch_model(
-        self, collection: str, model: str, *, keep_old: bool = False, reuse: bool = False
+        self,
+        collection: str,
+        model: str,
+        *,
+        keep_old: bool = False,
+        reuse: bool = False,
+        backend: str | None = None,
     ) -> SwitchStart:
         """Start switching ``collection`` to ``model`` with no downtime (docs/models.md).
+
+        ``backend`` switches to that backend's variant of ``model`` (``MODEL@BACKEND``): how a
+        collection moves from the torch model to its ONNX or OpenVINO variant and back.
 
         The model is loaded first: one that cannot be loaded is refused here
         (:class:`~embedplat.errors.ModelError`), never discovered mid-sync. Syncs and workers
@@ -224,6 +239,7 @@ class Platform:
         embedding (every vector is reused, or nothing was embedded yet) the swap happens now:
         the result's ``state`` is then ``switched``.
         """
+        model = variant_name(model, backend)
         with self.connection() as conn:
             _collections.get_collection(conn, collection)
             _models.require_model(conn, model)
@@ -288,7 +304,20 @@ class Platform:
         try:
             return _collections.get_collection(conn, name)
         except CollectionNotFoundError:
-            return _collections.create_collection(conn, name, exist_ok=True)
+            model = self.new_collection_model(DEFAULT_MODEL, None)
+            if model != DEFAULT_MODEL:
+                _models.require_model(conn, model)
+            return _collections.create_collection(conn, name, model=model, exist_ok=True)
+
+    def new_collection_model(self, model: str, backend: str | None) -> str:
+        """The model name a new collection gets for ``model`` and ``backend``: the variant of
+        ``backend``, else of the settings' backend (``EMBEDPLAT_BACKEND``) unless ``model``
+        names a backend itself (``all-MiniLM-L6-v2@onnx``)."""
+        if not model.strip():
+            return model
+        if backend is None and model_variant(model).base == model:
+            backend = self.settings.backend
+        return variant_name(model, backend)
 
     # -- sync -------------------------------------------------------------------------------
 
@@ -376,6 +405,7 @@ class Platform:
         backfill: bool = True,
         batch_size: int = _attach.DEFAULT_BACKFILL_BATCH,
         progress: Callable[[AttachReport], None] | None = None,
+        backend: str | None = None,
     ) -> AttachReport:
         """Make the app table ``table`` the source of ``collection`` (docs/attach.md).
 
@@ -386,7 +416,7 @@ class Platform:
         writing more than ``inline_rows`` rows (default 1,000) queues their keys for the next
         sync instead of writing records in its own transaction. ``progress``
         receives the back-fill's running report after each batch. A new collection's
-        ``model`` must resolve (as in :meth:`create_collection`).
+        ``model`` must resolve (as in :meth:`create_collection`, ``backend`` too).
         """
         return _attach.attach_table(
             self.new_connection,
@@ -396,7 +426,7 @@ class Platform:
             id_columns=id_columns,
             metadata_columns=metadata_columns,
             filter_column=filter_column,
-            model=model,
+            model=self.new_collection_model(model, backend),
             chunk_tokens=chunk_tokens,
             chunk_overlap=chunk_overlap,
             refresh=refresh,

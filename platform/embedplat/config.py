@@ -28,6 +28,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 PLUGINS_VARIABLE = "EMBEDPLAT_PLUGINS"
 DEVICE_VARIABLE = "EMBEDPLAT_DEVICE"
+BACKEND_VARIABLE = "EMBEDPLAT_BACKEND"
 #: What ``EMBEDPLAT_DEVICE`` accepts (unset: the embedder backend chooses).
 DEVICE_CHOICES = "cpu, cuda, cuda:N (N a GPU number) or mps"
 
@@ -56,6 +57,9 @@ class Settings:
     device: str | None = None
     broker_url: str = field(default=DEFAULT_BROKER_URL, repr=False)
     plugins: tuple[str, ...] = ()
+    backend: str = "torch"
+    """The backend of new collections' models (``EMBEDPLAT_BACKEND``; see
+    :mod:`embedplat.embedders.backends`); a model name that says its backend keeps it."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +79,7 @@ class Settings:
             device=env_device(env, DEVICE_VARIABLE),
             broker_url=env.get("EMBEDPLAT_BROKER_URL") or DEFAULT_BROKER_URL,
             plugins=tuple(p for p in re.split(r"[\s,]+", env.get(PLUGINS_VARIABLE, "")) if p),
+            backend=env_backend(env, BACKEND_VARIABLE),
         )
         if settings.plugins:
             # Imported here, not at module level: embedders import this module.
@@ -113,6 +118,20 @@ def env_device(env: Mapping[str, str], key: str) -> str | None:
     raise ConfigurationError(
         f"{key} must be {DEVICE_CHOICES}, got {raw!r}; unset it to choose automatically"
     )
+
+
+def env_backend(env: Mapping[str, str], key: str) -> str:
+    """A backend name in ``env[key]`` (one of embedplat.embedders.backends.BACKENDS), ``torch``
+    when unset."""
+    # Imported here: the embedders import this module.
+    from embedplat.embedders.backends import BACKENDS, DEFAULT_BACKEND
+
+    raw = env.get(key, "").strip()
+    if not raw:
+        return DEFAULT_BACKEND
+    if raw not in BACKENDS:
+        raise ConfigurationError(f"{key} must be one of {', '.join(BACKENDS)}, got {raw!r}")
+    return raw
 
 
 def env_float(env: Mapping[str, str], key: str, default: float, *, minimum: float = 0.0) -> float:

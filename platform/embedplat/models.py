@@ -32,6 +32,8 @@ from psycopg.rows import dict_row
 
 from embedplat.config import DEFAULT_MODEL
 from embedplat.embedders import Embedder, ModelSource, locate_model, mpnet, provider_for
+from embedplat.embedders.backends import DEFAULT_BACKEND, model_variant
+from embedplat.embedders.exports import variant_fingerprint
 from embedplat.embedders.locate import _looks_like_path
 from embedplat.embedders.registry import (
     ModelFacts,
@@ -117,6 +119,9 @@ class ModelInfo:
     """What the platform knows about one model name (a row of `embedplat model list`)."""
 
     name: str
+    backend: str
+    """The runtime that computes its vectors (``torch``, or the backend ``NAME@BACKEND``
+    names: :mod:`embedplat.embedders.backends`)."""
     source: str | None
     """``bundled``, ``extra``, ``registered``, ``folder``, ``cache``, ``hub``, ``provider``,
     or None when the name resolves nowhere here."""
@@ -147,6 +152,7 @@ class ModelInfo:
         """A JSON-ready dict (the shape of `embedplat model list --json`)."""
         return {
             "name": self.name,
+            "backend": self.backend,
             "source": self.source,
             "location": self.location,
             "registered": self.registered,
@@ -220,7 +226,8 @@ def require_model(conn: Connection, name: str) -> ModelSource:
     """
     if not name.strip():
         raise ModelUnavailableError("the embedding model name is empty; name a model")
-    registered = read_registration(conn, name)
+    # A backend variant (NAME@onnx) is registered as NAME.
+    registered = read_registration(conn, model_variant(name).base)
     source = locate_model(name)
     if source.kind == "registered" and registered is not None:
         found = fingerprint_folder(registered.path)
@@ -257,6 +264,11 @@ def validate_model_name(name: str) -> str:
         raise ModelRegistrationError(
             f"the model name {name!r} looks like a path; register the folder under a plain "
             "name such as my-model or org/my-model"
+        )
+    if "@" in name:
+        raise ModelRegistrationError(
+            f"a model name may not contain '@' ({name!r}): NAME@BACKEND names a backend "
+            "variant of model NAME (docs/models.md); register the folder under a plain name"
         )
     if name in BUNDLED_NAMES or mpnet.split_model_for(name) is not None:
         raise ModelRegistrationError(
@@ -483,10 +495,16 @@ def list_models(conn: Connection) -> list[ModelInfo]:
         remember_registration(name, entry.registered)
     first = [n for n in (DEFAULT_MODEL, mpnet.MPNET.name) if n in known]
     names = first + sorted(n for n in known if n not in first)
-    return [_describe(name, known[name]) for name in names]
+    out = []
+    for name in names:
+        base = known.get(model_variant(name).base)
+        out.append(_describe(name, known[name], base.registered if base is not None else None))
+    return out
 
 
-def _describe(name: str, known: _Known) -> ModelInfo:
+def _describe(name: str, known: _Known, base_registration: RegisteredModel | None) -> ModelInfo:
+    """One model name; ``base_registration``: the registration of the model a backend
+    variant runs (``NAME`` of ``NAME@onnx``), which is the variant's own for torch."""
     source: ModelSource | None = None
     problem: str | None = None
     try:
@@ -495,7 +513,8 @@ def _describe(name: str, known: _Known) -> ModelInfo:
         problem = str(exc)
     facts = ModelFacts()
     fingerprint: str | None = None
-    registered = known.registered
+    variant = model_variant(name)
+    registered = known.registered or base_registration
     kind = source.kind if source is not None else None
     if registered is not None:
         facts = ModelFacts(
@@ -523,6 +542,8 @@ def _describe(name: str, known: _Known) -> ModelInfo:
             except ModelUnavailableError as exc:
                 problem = str(exc)
             fingerprint = split.fingerprint
+    if fingerprint is not None and variant.backend != DEFAULT_BACKEND:
+        fingerprint = variant_fingerprint(fingerprint, variant.backend)
     latest = known.stored[-1] if known.stored else None
     sentence_transformers = kind in ("registered", "bundled", "extra", "folder", "cache", "hub")
     normalized: bool | None
@@ -540,6 +561,7 @@ def _describe(name: str, known: _Known) -> ModelInfo:
         dimensions = int(latest["dimensions"])
     return ModelInfo(
         name=name,
+        backend=variant.backend,
         source=kind,
         location=source.location if source is not None else None,
         registered=registered is not None,

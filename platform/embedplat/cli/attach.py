@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from embedplat.cli.app import app, handle_errors, open_platform
-from embedplat.cli.options import CollectionArg, JsonFlag, storable_text
+from embedplat.cli.options import BackendOption, CollectionArg, JsonFlag, storable_text
 from embedplat.cli.output import print_json, shown
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 
@@ -85,6 +85,7 @@ def attach(
     chunk_overlap: Annotated[
         int, typer.Option(help="Tokens shared by neighbouring chunks of a long paragraph.")
     ] = DEFAULT_CHUNK_OVERLAP,
+    backend: BackendOption = None,
     refresh: Annotated[
         bool,
         typer.Option(
@@ -143,6 +144,7 @@ def attach(
             backfill=not no_backfill,
             batch_size=batch_size,
             progress=progress,
+            backend=backend.value if backend is not None else None,
         )
         with platform.connection() as conn:
             attached = get_attachment(conn, collection)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from embedplat.cli.app import collection_app, handle_errors, open_platform, usage_error
-from embedplat.cli.options import CollectionArg, JsonFlag
+from embedplat.cli.options import BackendOption, CollectionArg, JsonFlag
 from embedplat.cli.output import print_json, shown
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 
@@ -23,12 +23,17 @@ def collection_create(
     chunk_overlap: Annotated[
         int, typer.Option(help="Tokens shared by neighbouring chunks of a long paragraph.")
     ] = DEFAULT_CHUNK_OVERLAP,
+    backend: BackendOption = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Create a collection (`ingest` also creates a missing one, with these defaults)."""
     with open_platform() as platform:
         info = platform.create_collection(
-            name, model=model, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap
+            name,
+            model=model,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            backend=backend.value if backend is not None else None,
         )
     if json_out:
         print_json(info.to_json())

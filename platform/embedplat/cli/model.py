@@ -1,5 +1,6 @@
-"""`embedplat model list | add | remove`: the models the platform knows, and local folders
-registered by name (docs/models.md)."""
+"""`embedplat model list | add | remove | switch | bench`: the models the platform knows, local
+folders registered by name, switching a collection's model, and backends measured here
+(docs/models.md)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from embedplat.cli.app import app, handle_errors, open_platform, usage_error
-from embedplat.cli.options import JsonFlag, storable_text
+from embedplat.cli.options import BackendChoice, BackendOption, JsonFlag, storable_text
 from embedplat.cli.output import print_json, shown
 from embedplat.config import Settings
+from embedplat.embedders.backends import model_variant
+from embedplat.model_bench import DEFAULT_RUNS, bench_model
+from embedplat.models import require_model
 
 if TYPE_CHECKING:
     from embedplat.models import ModelInfo
@@ -61,6 +65,7 @@ def _print_model(info: ModelInfo) -> None:
     fields = [
         shown(info.name),
         info.source or "unknown",
+        f"backend={info.backend}",
         f"dimensions={_or_unknown(info.dimensions)}",
         f"max_seq_length={_or_unknown(info.max_seq_length)}",
         f"fingerprint={(info.fingerprint or '?')[:12]}",
@@ -180,6 +185,7 @@ def model_switch(
         bool,
         typer.Option("--cancel", help="Abandon the switch in progress and delete its vectors."),
     ] = False,
+    backend: BackendOption = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Switch COLLECTION to NEW_MODEL with no downtime.
@@ -191,7 +197,7 @@ def model_switch(
     Progress: `embedplat status`.
     """
     if cancel:
-        if model is not None or keep_old or reuse:
+        if model is not None or keep_old or reuse or backend is not None:
             raise usage_error("--cancel takes only the collection")
         with open_platform() as platform:
             cancelled = platform.cancel_switch(collection)
@@ -208,7 +214,13 @@ def model_switch(
         Settings.from_env()
         raise usage_error("Missing argument 'NEW_MODEL' (or pass --cancel)")
     with open_platform() as platform:
-        started = platform.switch_model(collection, model, keep_old=keep_old, reuse=reuse)
+        started = platform.switch_model(
+            collection,
+            model,
+            keep_old=keep_old,
+            reuse=reuse,
+            backend=backend.value if backend is not None else None,
+        )
     if json_out:
         print_json(started.to_json())
         return
@@ -223,3 +235,65 @@ def model_switch(
         f"({started.chunks_reused:,} reused); `embedplat sync {name}` or the workers back-fill "
         "them, searches use the current model until the swap (progress: `embedplat status`)"
     )
+
+
+@model_app.command("bench")
+@handle_errors()
+def model_bench(
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="The model (a bundled, extra or registered name, or a folder).",
+            callback=storable_text,
+        ),
+    ],
+    backends: Annotated[
+        list[BackendChoice] | None,
+        typer.Option(
+            "--backend",
+            help="A backend to measure (repeat for several); default: every backend whose "
+            "runtime is installed. torch is always measured: the cosines compare with it.",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Annotated[
+        int, typer.Option(min=1, max=20, help="Timed runs per backend, in turns.")
+    ] = DEFAULT_RUNS,
+    json_out: JsonFlag = False,
+) -> None:
+    """Measure NAME on each backend here: texts/s on the built-in sample, and the cosine of
+    each variant's vectors to the torch (fp32) ones. The first use of a backend exports the
+    model (cached under EMBEDPLAT_HOME/exports; its time is in load_seconds)."""
+    import sys
+
+    def progress(message: str) -> None:
+        if not json_out and sys.stderr.isatty():
+            typer.echo(f"… {message}", err=True)
+
+    with open_platform() as platform:
+        with platform.connection() as conn:
+            require_model(conn, model_variant(model).base)
+        report = bench_model(
+            model,
+            platform.embedder,
+            backends=[b.value for b in backends] if backends else None,
+            runs=runs,
+            progress=progress,
+        )
+    if json_out:
+        print_json(report.to_json())
+        return
+    typer.echo(f"{shown(report.model)}: {report.texts} texts, {report.runs} runs per backend")
+    for bench in report.backends:
+        if bench.problem is not None:
+            typer.echo(f"{bench.backend}\tnot measured: {shown(bench.problem)}")
+            continue
+        rates = sorted(bench.texts_per_second)
+        speedup = report.speedup(bench)
+        typer.echo(
+            f"{bench.backend}\ttexts/s {rates[0]:,.0f} / {rates[len(rates) // 2]:,.0f} / "
+            f"{rates[-1]:,.0f} (min / median / max)\t{speedup:.2f}x torch\t"
+            f"cosine to torch median {bench.cosine_median:.4f}, 1st percentile "
+            f"{bench.cosine_p1:.4f}\tload {bench.load_seconds:.1f} s"
+        )

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "BackendChoice",
+    "BackendOption",
     "CollectionArg",
     "EfSearchOption",
     "ExportFormatChoice",
@@ -68,3 +70,25 @@ class IndexMethod(StrEnum):
 class ExportFormatChoice(StrEnum):
     jsonl = "jsonl"
     parquet = "parquet"
+
+
+class BackendChoice(StrEnum):
+    """embedplat.embedders.backends.BACKENDS, for typer's choices (a test keeps them equal)."""
+
+    torch = "torch"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
+    openvino = "openvino"
+    openvino_int8 = "openvino-int8"
+
+
+BackendOption = Annotated[
+    BackendChoice | None,
+    typer.Option(
+        "--backend",
+        help="Runtime of the model: torch, onnx, onnx-int8, openvino or openvino-int8; the "
+        "model becomes MODEL@BACKEND, a model of its own (docs/models.md). Default for a new "
+        "collection: EMBEDPLAT_BACKEND, else torch.",
+        show_default=False,
+    ),
+]

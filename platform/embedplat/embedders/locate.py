@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from embedplat.embedders import mpnet
+from embedplat.embedders.backends import model_variant, require_runtime
 from embedplat.embedders.providers import provider_for
 from embedplat.embedders.registry import ModelUnavailableError, registration
 from embedplat.embedders.sentence_transformers import BUNDLED_NAMES, resolve_model
@@ -54,7 +55,8 @@ def locate_model(name: str) -> ModelSource:
     """Where :func:`~embedplat.embedders.load_embedder` would load ``name`` from, without
     loading it; raises :class:`ModelUnavailableError` naming what was looked for and the fix.
 
-    The order is the loader's: registered providers, a registered name, a local folder, the
+    A backend variant (``NAME@onnx``) is found as ``NAME`` is, once its runtime is known to
+    be installed. The order is the loader's: registered providers, a registered name, a local folder, the
     bundled all-MiniLM-L6-v2, all-mpnet-base-v2's part packages, the Hugging Face cache, the hub
     (skipped when ``HF_HUB_OFFLINE`` is set). A registered folder's fingerprint is not checked
     here (that hashes the weights): :func:`embedplat.models.require_model` does.
@@ -63,6 +65,12 @@ def locate_model(name: str) -> ModelSource:
         raise ModelUnavailableError("the embedding model name is empty; name a model")
     if provider_for(name) is not None:
         return ModelSource(name, "provider")
+    variant = model_variant(name)
+    if variant.base != name:
+        # A backend variant: the runtime must be installed, and the model found as itself.
+        require_runtime(variant.backend)
+        source = locate_model(variant.base)
+        return ModelSource(name, source.kind, source.location)
     registered = registration(name)
     if registered is not None:
         folder = Path(registered.path)

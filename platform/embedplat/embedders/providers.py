@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from embedplat.embedders.backends import DEFAULT_BACKEND, model_variant
 from embedplat.embedders.base import Embedder
 from embedplat.embedders.sentence_transformers import SentenceTransformerEmbedder
 from embedplat.errors import ConfigurationError
@@ -94,7 +95,9 @@ def provider_for(name: str) -> EmbedderProvider | None:
 def load_embedder(name: str, *, device: str | None = None, batch_size: int = 64) -> Embedder:
     """The embedder for model ``name``, loaded now; the same object for the same arguments.
 
-    The newest registered provider whose ``match`` accepts ``name`` makes it; any other name is
+    The newest registered provider whose ``match`` accepts ``name`` makes it; a backend
+    variant (``NAME@onnx``, see :mod:`embedplat.embedders.backends`) runs on ONNX Runtime or
+    OpenVINO (:class:`~embedplat.embedders.runtime.RuntimeEmbedder`); any other name is
     a sentence-transformers model (see :mod:`embedplat.embedders.sentence_transformers` for how
     names resolve). The model itself is loaded once per process and device, whatever the batch
     size. Raises :class:`~embedplat.errors.ModelError` when it cannot be loaded.
@@ -105,10 +108,17 @@ def load_embedder(name: str, *, device: str | None = None, batch_size: int = 64)
         provider = next((p for p in _providers if p.match(name)), None)
     if cached is not None:
         return cached[1]
+    variant = model_variant(name)
     if provider is not None:
         embedder = provider.factory(name, device=device, batch_size=batch_size)
+    elif variant.backend != DEFAULT_BACKEND:
+        from embedplat.embedders.runtime import RuntimeEmbedder
+
+        embedder = RuntimeEmbedder(variant.name, batch_size=batch_size).load()
     else:
-        embedder = SentenceTransformerEmbedder(name, device=device, batch_size=batch_size).load()
+        embedder = SentenceTransformerEmbedder(
+            variant.base, device=device, batch_size=batch_size
+        ).load()
     with _lock:
         # Two threads may race to create it: both get the first one stored.
         return _embedders.setdefault(key, (provider, embedder))[1]

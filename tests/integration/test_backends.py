@@ -22,7 +22,7 @@ import pytest
 
 from embedplat.api import Platform
 from embedplat.config import DEFAULT_MODEL, Settings
-from embedplat.embedders import load_embedder
+from embedplat.embedders import ModelUnavailableError, load_embedder
 from embedplat.embedders.exports import builtin_sample, export_folder, variant_fingerprint
 from embedplat.embedders.runtime import RuntimeEmbedder
 from embedplat.errors import ModelMismatchError
@@ -117,7 +117,7 @@ def test_each_backend_gives_vectors_close_to_torch(export_home: Path, backend: s
 
 _LOAD_IN_CHILD = """
 import json, sys
-from embedplat.embedders import load_embedder
+from embedplat.embedders import ModelUnavailableError, load_embedder
 e = load_embedder(sys.argv[1])
 v = e.embed(["the same sentence in two processes"])
 print(json.dumps({"export_id": e.manifest.export_id, "fingerprint": e.fingerprint,
@@ -248,3 +248,22 @@ def test_the_backend_setting_and_the_cli(db_url: str, export_home: Path) -> None
     assert onnx["cosine_to_torch"]["median"] >= 0.9999
     assert set(bench) <= documented_keys("model bench")
     assert set(onnx) <= documented_keys("model bench")
+
+
+def test_attach_with_a_backend_makes_a_collection_on_the_variant(
+    db_url: str, settings: Settings
+) -> None:
+    _need_runtime("onnx")
+    with Platform(db_url, settings) as platform:
+        with platform.connection() as conn:
+            conn.execute("CREATE TABLE public.articles (id int PRIMARY KEY, body text)")
+            conn.execute("INSERT INTO public.articles VALUES (1, 'Prune roses in March.')")
+        report = platform.attach(
+            "articles", "public.articles", text_columns=["body"], backend="onnx-int8"
+        )
+        assert report.records_inserted == 1
+        assert platform.collection("articles").model_name == f"{DEFAULT_MODEL}@onnx-int8"
+        # A model name that says its backend, with another --backend: refused, nothing made.
+        with pytest.raises(ModelUnavailableError, match="already names the backend"):
+            platform.create_collection("b", model=f"{DEFAULT_MODEL}@onnx", backend="openvino")
+        assert [c.name for c in platform.collections()] == ["articles"]

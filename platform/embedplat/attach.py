@@ -31,18 +31,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
-from sqlalchemy import Text, cast, func
-from sqlalchemy.sql.elements import ColumnElement
 
 from embedplat.collections import validate_chunking, validate_collection_name
 from embedplat.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL
 from embedplat.errors import CollectionNotFoundError, InvalidInputError, server_errors
 from embedplat.models import require_model
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by external_id_of only: the CLI never needs it
+    from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
     "DEFAULT_BACKFILL_BATCH",
@@ -446,6 +447,8 @@ def external_id_of(*key_columns: ColumnElement[Any] | Any) -> ColumnElement[str]
     one-column integer key, ``Article.id == cast(hits.c.id, Integer)`` lets the planner use
     the app table's primary key index instead.)
     """
+    from sqlalchemy import Text, cast, func
+
     if not key_columns:
         raise ValueError("external_id_of needs the key columns")
     texts = [cast(c, Text) for c in key_columns]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
 
 from embedplat.db.connection import connect, sqlalchemy_url
 from embedplat.db.sqlfiles import resource_dir
 from embedplat.errors import DatabaseUnavailableError
 
+if TYPE_CHECKING:  # alembic is imported when a migration runs, not by every command
+    from alembic.config import Config
+
 
 def alembic_config(url: str) -> Config:
     """An Alembic config pointing at the migrations shipped in the package."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resource_dir("embedplat.migrations")))
     # '%' is ConfigParser's interpolation character; a password may contain it.
@@ -21,12 +25,16 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade the schema to ``revision``: idempotent, and safe to run concurrently."""
+    from alembic import command
+
     _require_utf8(url)
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Downgrade the schema to ``revision`` (``base`` removes everything embedplat created)."""
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
 from embedplat.cli.app import app, handle_errors
 from embedplat.config import Settings
+from embedplat.embedders.runtime import THREADS_VARIABLE, default_threads
 from embedplat.errors import ConfigurationError, InvalidInputError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -32,6 +34,9 @@ def worker(
 ) -> None:
     """Run a Celery worker for embedplat's tasks (same as `celery -A embedplat_workers.app worker`).
 
+    Unless EMBEDPLAT_THREADS is set, each worker process's ONNX Runtime / OpenVINO backend gets
+    an equal share of the CPUs (one thread per process by default).
+
     Broker from EMBEDPLAT_BROKER_URL; database from EMBEDPLAT_DATABASE_URL, else the embedded
     server. Needs Celery, which comes with the `workers` extra of embedplat.
     """
@@ -51,6 +56,11 @@ def worker(
                 f"the worker needs Celery ({exc.name} is missing): pip install 'embedplat[workers]'"
             ) from None
         raise
+    # The ONNX Runtime / OpenVINO backends' threads: the process's CPUs shared among the
+    # worker processes (Celery's default is one process per CPU), unless set.
+    if not os.environ.get(THREADS_VARIABLE, "").strip():
+        cpus = default_threads()
+        os.environ[THREADS_VARIABLE] = str(max(1, cpus // (concurrency or cpus)))
     argv = ["worker", f"--loglevel={loglevel.upper()}"]
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")

@@ -80,12 +80,17 @@ def _texts() -> list[str]:
 
 
 @pytest.mark.parametrize("backend", list(BOUNDS))
-def test_each_backend_gives_vectors_close_to_torch(export_home: Path, backend: str) -> None:
+def test_each_backend_gives_vectors_close_to_torch(
+    export_home: Path, backend: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     _need_runtime(backend)
     texts = _texts()
     torch_embedder = load_embedder(DEFAULT_MODEL)
     reference = torch_embedder.embed(texts)
-    embedder = load_embedder(f"{DEFAULT_MODEL}@{backend}")
+    capfd.readouterr()
+    embedder = load_embedder(f"{DEFAULT_MODEL}@{backend}")  # exported now
+    # Nothing on stdout (where `--json` goes), the exporters' and quantizers' chatter included.
+    assert capfd.readouterr().out == ""
     assert isinstance(embedder, RuntimeEmbedder)
     assert embedder.name == f"{DEFAULT_MODEL}@{backend}"
     assert embedder.dimensions == 384

@@ -24,11 +24,13 @@ same variant. What each does:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -342,9 +344,11 @@ def _quantize_openvino(model: Any, tokenizer: Any, names: Sequence[str], max_len
             return_tensors="np",
         )
         batches.append({n: encoded[n].astype("int64") for n in names})
-    return nncf.quantize(
-        model,
-        nncf.Dataset(batches),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(batches),
-    )
+    # NNCF draws its progress bars on stdout, where `--json` output goes: onto stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        return nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(batches),
+        )

@@ -19,6 +19,7 @@ Suites and the result files they write:
     chunking     bench_chunking          chunking
     switch       bench_switch            switch
     pgai         bench_pgai              pgai
+    backends     bench_backends          backends
 
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
 partial run keeps the earlier figures of the others. Each section says when it was measured
@@ -66,6 +67,8 @@ SUITES: dict[str, list[list[str]]] = {
     "switch": [["benchmarks.bench_switch"]],
     # ~17 min, plus building pgai's own venv the first time (bench_pgai's docstring).
     "pgai": [["benchmarks.bench_pgai"]],
+    # ~45 min: five backends and raw torch as whole processes, 3 alternating runs each.
+    "backends": [["benchmarks.bench_backends"]],
 }
 
 Result = dict[str, Any]
@@ -660,6 +663,157 @@ def _switch(r: Result) -> list[str]:
     return out if len(out) > 2 else []
 
 
+# -- bench_backends -------------------------------------------------------------------------------
+
+
+def _cpu_line(cpu: Result) -> str:
+    flags = cpu["flags"]
+    have = [f for f, on in flags.items() if on]
+    lack = [f for f, on in flags.items() if not on]
+    return (
+        f"CPU: {cpu['model_name']}, {cpu['cpus']} CPUs; has {', '.join(have) or 'none of them'}; "
+        f"lacks {', '.join(lack) or 'none'}"
+    )
+
+
+def _others(entry: Result) -> str:
+    v = sorted(run["other_cpu_seconds_computed"] for run in entry["runs"])
+    median = round((v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2, 2)
+    return f"{v[0]} / {median} / {v[-1]}"
+
+
+def _disturbed(c: Result) -> str:
+    """The runs during which other processes used at least half a CPU on average."""
+    hits = [
+        f"{name} run {run['run']} ({run['other_cpu_seconds_computed']} s in {run['seconds']} s)"
+        for name, e in c["entries"].items()
+        for run in e["runs"]
+        if run["other_cpu_seconds_computed"] >= 0.5 * run["seconds"]
+    ]
+    if not hits:
+        return "No run had other processes using half a CPU or more."
+    return (
+        "Runs during which other processes used half a CPU or more (computed): "
+        + "; ".join(hits)
+        + "."
+    )
+
+
+def _backend_rows(c: Result) -> list[str]:
+    raw = c["entries"]["raw-torch"]
+    rows = [
+        f"| raw torch: `SentenceTransformer.encode` script, whole process | {_mmm(raw['seconds'])} | {_mmm(raw['chunks_per_second_computed'])} | 1 | | {_mmm(raw['cpu_ms_per_chunk_computed'])} | {raw['max_rss_mb']['median']} | {_others(raw)} |",
+        f"| raw torch: its `encode` call alone | {_mmm(raw['encode_seconds'])} | {_mmm(raw['encode_chunks_per_second_computed'])} | | | | | |",
+    ]
+    for name, e in c["entries"].items():
+        if name == "raw-torch":
+            continue
+        ratio = e["vs_raw_process_computed"]
+        rows.append(
+            f"| `embedplat sync`, {name} | {_mmm(e['seconds'])} | {_mmm(e['chunks_per_second_computed'])} | **{ratio['median']}** ({', '.join(map(str, ratio['per_run']))}): {_met(e['goal_met'])} | {e['vs_raw_encode_computed']['median']} | {_mmm(e['cpu_ms_per_chunk_computed'])} | {e['max_rss_mb']['median']} | {_others(e)} |"
+        )
+    return rows
+
+
+def _profile_rows(profile: Result) -> list[str]:
+    return [
+        f"| {name} | {p['process_seconds_profiled']} | {p['model_load']} | {p['chunk_stale_records']} | {p['claim_chunks']} | {p['embed (model calls)']} | {p['store_vectors']} | {p['build_index']} | {p['outside_sync_collection_computed']} |"
+        for name, p in profile.items()
+    ]
+
+
+def _cos(c: Result) -> str:
+    return f"{c['median']} / {c['p1']} / {c['min']}"
+
+
+def _backends(r: Result) -> list[str]:
+    # Three parts measured separately (bench_backends --only): each with its own date.
+    out: list[str] = []
+    if t := r.get("throughput"):
+        loads = sorted(
+            run["load_1m_at_start"]
+            for c in t["corpora"].values()
+            for e in c["entries"].values()
+            for run in e["runs"]
+        )
+        out += [
+            _when(r, t),
+            "",
+            f"Throughput, {t['note']}. {_cpu_line(t['cpu'])}. Model {t['model']}, batch {t['batch_size']}, runtime threads: {t['threads']}. Every figure is a whole process started from Python (interpreter start, imports, model load, the work, exit): raw torch is a script that loads `SentenceTransformer` from the bundled model files and encodes exactly the chunk texts embedplat stored for the corpus; `embedplat sync COLLECTION --json` runs on a collection made for that run with `collection create --backend` and `embedplat ingest` (untimed, then VACUUM ANALYZE and CHECKPOINT), its HNSW build included. Exports are made before any timing. {t['runs']} runs, alternating order ({'; '.join(c['order'][0] for c in list(t['corpora'].values())[:1])}, then reversed, ...); min / median / max over the runs. *vs raw torch* = raw torch process seconds / sync seconds of the same run (computed; median, then each run); *vs encode alone* = the raw script's `encode` call alone / sync seconds (median). CPU = user + system seconds of the process itself (`os.wait4`). *Others' CPU s* = the machine's busy CPU seconds during the process (`/proc/stat`) minus its own: the other engineer's work, and for a sync the database server's. Load average (1 min) at the start of the timed processes: {loads[0]} to {loads[-1]}. Measured with `{t['command']}`.",
+            "",
+            "Exports (one process per backend, before timing; the export's own seconds from its manifest):",
+            "",
+            "| backend | process s | export s | peak RSS MB |",
+            "|---|---:|---:|---:|",
+            *[
+                f"| {name} | {e['process_seconds']} | {e['export_seconds_manifest']} | {e['max_rss_mb']} |"
+                for name, e in t["exports"].items()
+            ],
+            "",
+        ]
+        for corpus, c in t["corpora"].items():
+            out += [
+                f"**{corpus}**: {t['corpora_how'][corpus]}: {c['records']:,} records → {c['chunks']:,} chunks ({c['tokens_note']}). Goal: sync ≥ {c['goal_vs_raw_torch']} times raw torch's speed (median of the runs).",
+                "",
+                "| process | seconds | chunks/s (computed) | vs raw torch (computed): median (per run) | vs encode alone (computed) | CPU ms per chunk (computed) | peak RSS MB (median) | others' CPU s (min / median / max) |",
+                "|---|---|---|---|---:|---|---:|---|",
+                *_backend_rows(c),
+                "",
+                _disturbed(c),
+                "",
+            ]
+        if t.get("profile"):
+            out += [
+                "Where a sync's time goes: one more `embedplat sync` of the **short** corpus per backend under cProfile (untimed, a single run each on the shared machine, so as noisy as one run above; cumulative seconds; profiling slows the Python parts, so read the shares). *Outside the sync* = interpreter start, imports and the CLI around `sync_collection`.",
+                "",
+                "| backend | process s (profiled) | model load | chunking | claims | embedding (model calls) | storing vectors | HNSW build | outside the sync |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+                *_profile_rows(t["profile"]),
+                "",
+            ]
+    if n := r.get("noop"):
+        out += [
+            _when(r, n),
+            "",
+            f"No-op sync, whole command, {n['note']}: `embedplat sync COLLECTION --json` on {n['corpus']}, fully synced and indexed beforehand; runs alternate ({n['order'][0]}, then reversed, ...); min / median / max. Goal ≤ {n['goal_seconds']} s. *In sync* = the report's own seconds (the rest is interpreter start, imports and the CLI). Measured with `{n['command']}`.",
+            "",
+            "| backend | seconds | in sync s | CPU s | peak RSS MB | chunks embedded per run | goal: every run ≤ 1 s | median ≤ 1 s |",
+            "|---|---|---|---|---|---|---|---|",
+            *[
+                f"| {name} | {_mmm(b['seconds'])} | {_mmm(b['report_seconds'])} | {_mmm(b['cpu_seconds'])} | {_mmm(b['max_rss_mb'])} | {b['chunks_embedded_all']} | {_met(b['goal_met'])} | {_met(b['seconds']['median'] <= n['goal_seconds'])} |"
+                for name, b in n["backends"].items()
+            ],
+            "",
+        ]
+    if q := r.get("quality"):
+        nd = q.get("ndcg")
+        ndcg_how = (
+            f" SciFact: {nd['how']}; {nd['corpus_docs']:,} documents, {nd['queries']} train queries, k = {nd['k']}."
+            if nd
+            else " SciFact nDCG not measured."
+        )
+        out += [
+            _when(r, q),
+            "",
+            f"Quality, in-process, {q['note']}: each variant's vectors against torch's on the same texts (cosine per text: median / 1st percentile / min): {q['short_texts']:,} MRPC sentences (the short corpus) and {q['scifact_chunks']:,} SciFact chunks as embedplat cuts them. MRPC average precision of the {q['mrpc_pairs']:,} pairs ({q['mrpc_positive_pairs']:,} paraphrases) whose two sentences are both in the short corpus, cosine as the score.{ndcg_how} Measured with `{q['command']}`.",
+            "",
+            "| variant | cosine to torch, MRPC sentences | cosine to torch, SciFact chunks | MRPC AP | SciFact nDCG@10 | SciFact recall@10 |",
+            "|---|---|---|---:|---:|---:|",
+            *[
+                f"| {v['model']} | {_cos(v['cosine_to_torch_short'])} | {_cos(v['cosine_to_torch_scifact_chunks'])} | {v['mrpc_average_precision']} | {v.get('scifact_exact_whole_documents', {}).get('ndcg@10', '-')} | {v.get('scifact_exact_whole_documents', {}).get('recall@10', '-')} |"
+                for v in q["variants"].values()
+            ],
+            "",
+        ]
+    if not out:
+        return []
+    return [
+        "## Inference backends: whole-process `embedplat sync` vs. raw PyTorch (ONNX Runtime, OpenVINO)",
+        "",
+        *out,
+    ]
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 Renderer = Callable[[Result], list[str]]
@@ -780,6 +934,16 @@ SECTIONS: list[Section] = [
         ],
         ("python -m benchmarks.bench_pgai",),
         "scifact",
+    ),
+    Section(
+        "backends",
+        _backends,
+        (
+            "python -m benchmarks.bench_backends --only throughput",
+            "python -m benchmarks.bench_backends --only noop",
+            "python -m benchmarks.bench_backends --only quality",
+        ),
+        "mrpc, scifact",
     ),
 ]
 

@@ -20,6 +20,7 @@ Suites and the result files they write:
     switch       bench_switch            switch
     pgai         bench_pgai              pgai
     backends     bench_backends          backends
+    latency      bench_query_latency     query_latency
 
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
 partial run keeps the earlier figures of the others. Each section says when it was measured
@@ -69,6 +70,7 @@ SUITES: dict[str, list[list[str]]] = {
     "pgai": [["benchmarks.bench_pgai"]],
     # ~45 min: five backends and raw torch as whole processes, 3 alternating runs each.
     "backends": [["benchmarks.bench_backends"]],
+    "latency": [["benchmarks.bench_query_latency"]],
 }
 
 Result = dict[str, Any]
@@ -829,6 +831,37 @@ class Section:
     data: str | None = None  # the folder of ../shared/data it reads, if any
 
 
+def _query_latency(r: Result) -> list[str]:
+    goals = r["goals"]
+    out = [
+        "## Search by text per backend: quiet, and beside one busy core",
+        "",
+        _when(r),
+        "",
+        f"`Platform.search` by text (query embedding + `embedplat.search`, k = {r['k']}) on "
+        f"{r['documents']:,} SciFact documents, {r['queries']:,} SciFact claims, each backend in "
+        "turn on the same claim; then again while one process spins on one of the two cores. "
+        f"Goals: p50 ≤ {goals['p50_ms']:g} ms and p99 ≤ {goals['p99_over_p50']:g} x p50 in both "
+        f"conditions; the first query of a fresh process ≤ {goals['first_query_ms']:g} ms after "
+        "its model is loaded. Load average at start: "
+        f"{r['load_average_at_start']:.2f}.",
+        "",
+        "| backend | quiet p50 / p95 / p99 / max ms | p99/p50 (computed) | one busy core p50 / p95 / p99 / max ms | p99/p50 (computed) | model load s | first query ms |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    for backend, b in r["backends"].items():
+        q, busy = b["quiet"]["search_by_text"], b["one_busy_core"]["search_by_text"]
+        first = b["first_query"]
+        out.append(
+            f"| {backend} | {q['p50_ms']} / {q['p95_ms']} / {q['p99_ms']} / {q['max_ms']} | "
+            f"{q['p99_over_p50_computed']} | {busy['p50_ms']} / {busy['p95_ms']} / "
+            f"{busy['p99_ms']} / {busy['max_ms']} | {busy['p99_over_p50_computed']} | "
+            f"{first['model_load_s']} | {first['first_query_ms']} |"
+        )
+    out.append("")
+    return out
+
+
 SECTIONS: list[Section] = [
     Section("ingest", _ingest, ("python -m benchmarks.bench_ingest",)),
     Section(
@@ -944,6 +977,12 @@ SECTIONS: list[Section] = [
             "python -m benchmarks.bench_backends --only quality",
         ),
         "mrpc, scifact",
+    ),
+    Section(
+        "query_latency",
+        _query_latency,
+        ("python -m benchmarks.bench_query_latency",),
+        "scifact",
     ),
 ]
 

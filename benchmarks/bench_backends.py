@@ -89,7 +89,7 @@ from embedplat.embedders.exports import ExportManifest, export_folder
 
 from .bench_retrieval import K, document_text, evaluate, load_scifact
 from .calibrate_duplicates import average_precision, pair_cosines
-from .common import WORK, fresh_database, require_data, server, settings, write_parts
+from .common import WORK, fresh_database, require_data, scifact_docs, server, settings, write_parts
 
 MODEL = "all-MiniLM-L6-v2"
 PARTS = ("throughput", "noop", "quality")
@@ -348,19 +348,6 @@ def short_texts(n: int) -> list[str]:
             if len(seen) == n:
                 return list(seen)
     return list(seen)
-
-
-def scifact_docs(n: int) -> list[dict[str, str]]:
-    """The first ``n`` documents of SciFact's corpus.jsonl that have an abstract."""
-    docs: list[dict[str, str]] = []
-    with require_data("scifact", "corpus.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            doc = json.loads(line)
-            if doc.get("text"):
-                docs.append(doc)
-            if len(docs) >= n:
-                break
-    return docs
 
 
 def corpus_records(name: str, args: argparse.Namespace) -> list[dict[str, str]]:

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from embedplat.api import Platform
-from embedplat.embedders.backends import BACKENDS, require_runtime, variant_name
-from embedplat.embedders.registry import ModelUnavailableError
+from embedplat.embedders.backends import variant_name
 from embedplat.ingest import RecordInput
+from embedplat.model_bench import available_backends
 
 from .common import fresh_database, require_data, server, settings, write_result
 
@@ -39,17 +39,6 @@ MODEL = "all-MiniLM-L6-v2"
 GOAL_P50_MS = 15.0
 GOAL_P99_OVER_P50 = 3.0
 GOAL_FIRST_QUERY_MS = 500.0
-
-
-def _backends() -> list[str]:
-    out = []
-    for backend in BACKENDS:
-        try:
-            require_runtime(backend)
-        except ModelUnavailableError:
-            continue
-        out.append(backend)
-    return out
 
 
 def _documents(n: int) -> list[RecordInput]:
@@ -123,7 +112,7 @@ def main() -> None:
     n_docs, n_queries = (100, 40) if args.quick else (300, 300)
     # Exports under the benchmarks' home, for this process and the first-query subprocesses.
     os.environ["EMBEDPLAT_HOME"] = str(settings().home)
-    backends = _backends()
+    backends = available_backends()
     docs = _documents(n_docs)
     claims = _claims(n_queries)
     result: dict[str, Any] = {

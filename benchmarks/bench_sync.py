@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import time
@@ -29,23 +28,10 @@ from embedplat.embedders import load_embedder
 from embedplat.indexes import ann_index_name, ann_index_statement
 from embedplat.sync import SyncOptions, bind_model, sync
 
-from .common import fresh_database, require_data, server, settings, write_result
+from .common import fresh_database, scifact_docs, server, settings, write_result
 from .hash_embedder import BenchHashEmbedder
 
 MODEL = "all-MiniLM-L6-v2"
-
-
-def _scifact_docs(n: int) -> list[dict[str, Any]]:
-    path = require_data("scifact", "corpus.jsonl")
-    docs = []
-    with path.open() as fh:
-        for line in fh:
-            doc = json.loads(line)
-            if doc.get("text"):
-                docs.append(doc)
-            if len(docs) >= n:
-                break
-    return docs
 
 
 def _sync(url: str, factory, collection: str, **options: Any):
@@ -55,7 +41,7 @@ def _sync(url: str, factory, collection: str, **options: Any):
 
 
 def throughput(server_url: str, n_docs: int, repeat: int = 2) -> dict[str, Any]:
-    docs = _scifact_docs(n_docs)
+    docs = scifact_docs(n_docs)
     rows = [{"id": d["id"], "text": f"{d['title']}\n\n{d['text']}"} for d in docs]
     embedder = load_embedder(MODEL)
     model = embedder.model  # type: ignore[attr-defined]
@@ -131,7 +117,7 @@ def _edit_one_paragraph(text: str, rng: random.Random) -> str:
 
 
 def incremental(server_url: str, n_records: int) -> dict[str, Any]:
-    docs = _scifact_docs(n_records * 4)
+    docs = scifact_docs(n_records * 4)
     rows = [
         {
             "id": f"multi-{i}",

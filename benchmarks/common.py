@@ -101,6 +101,19 @@ def require_data(*parts: str) -> Path:
     return path
 
 
+def scifact_docs(n: int) -> list[dict[str, Any]]:
+    """The first ``n`` documents of SciFact's corpus.jsonl that have an abstract."""
+    docs: list[dict[str, Any]] = []
+    with require_data("scifact", "corpus.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            if doc.get("text"):
+                docs.append(doc)
+            if len(docs) >= n:
+                break
+    return docs
+
+
 def today() -> str:
     return time.strftime("%Y-%m-%d")
 

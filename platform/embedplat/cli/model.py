@@ -65,10 +65,10 @@ def _print_model(info: ModelInfo) -> None:
     fields = [
         shown(info.name),
         info.source or "unknown",
-        f"backend={info.backend}",
         f"dimensions={_or_unknown(info.dimensions)}",
         f"max_seq_length={_or_unknown(info.max_seq_length)}",
         f"fingerprint={(info.fingerprint or '?')[:12]}",
+        f"backend={info.backend}",
         "loads" if info.loads else "does not load",
     ]
     if info.collections:

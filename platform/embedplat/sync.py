@@ -290,12 +290,16 @@ class RecordTooLargeError(InvalidInputError):
 # Candidates first, without locks: ids and sizes, so one transaction takes at most
 # CHUNK_BATCH_BYTES of text (a huge record gets a transaction of its own instead of holding the
 # locks of its neighbours while it is cut). Then the chosen rows are locked and re-checked.
+# Locked, skipping records another process is chunking: concurrent syncs take different
+# records (without SKIP LOCKED here, all of them picked the same first ones, all but one found
+# them locked, and those quit with nothing to do while stale records remained).
 _STALE_CANDIDATES = """
 SELECT id, octet_length(content)
 FROM embedplat.stale_records
 WHERE collection_id = %s
 ORDER BY id
 LIMIT %s
+FOR UPDATE SKIP LOCKED
 """
 
 _CLAIM_RECORDS = """
@@ -361,12 +365,14 @@ def chunk_stale_records(
 
     """
     counter = embedder.token_counter()
-    candidates = conn.execute(_STALE_CANDIDATES, (collection.id, limit)).fetchall()
-    chosen = _batch_by_size([(int(r[0]), int(r[1] or 0)) for r in candidates], CHUNK_BATCH_BYTES)
     result = ChunkingResult()
-    if not chosen:
-        return result
     with conn.transaction():
+        candidates = conn.execute(_STALE_CANDIDATES, (collection.id, limit)).fetchall()
+        chosen = _batch_by_size(
+            [(int(r[0]), int(r[1] or 0)) for r in candidates], CHUNK_BATCH_BYTES
+        )
+        if not chosen:
+            return result
         rows = conn.execute(_CLAIM_RECORDS, (collection.id, chosen)).fetchall()
         cut: dict[int, list[Chunk]] = {}
         for record_id, content, attempts in rows:

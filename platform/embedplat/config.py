@@ -29,6 +29,8 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 PLUGINS_VARIABLE = "EMBEDPLAT_PLUGINS"
 DEVICE_VARIABLE = "EMBEDPLAT_DEVICE"
 BACKEND_VARIABLE = "EMBEDPLAT_BACKEND"
+#: Threads of the ONNX Runtime / OpenVINO backends (embedplat.embedders.runtime).
+THREADS_VARIABLE = "EMBEDPLAT_THREADS"
 #: What ``EMBEDPLAT_DEVICE`` accepts (unset: the embedder backend chooses).
 DEVICE_CHOICES = "cpu, cuda, cuda:N (N a GPU number) or mps"
 

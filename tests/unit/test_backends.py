@@ -104,3 +104,16 @@ def test_the_builtin_sample_is_fixed_text() -> None:
 def test_a_registered_name_may_not_say_a_backend() -> None:
     with pytest.raises(ModelRegistrationError, match="may not contain '@'"):
         validate_model_name("my-model@onnx")
+
+
+def test_the_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedplat.embedders.runtime import default_threads
+
+    monkeypatch.delenv("EMBEDPLAT_THREADS", raising=False)
+    assert default_threads() >= 1
+    monkeypatch.setenv("EMBEDPLAT_THREADS", "3")
+    assert default_threads() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("EMBEDPLAT_THREADS", bad)
+        with pytest.raises(ConfigurationError, match="EMBEDPLAT_THREADS"):
+            default_threads()

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from embedplat.cli.app import app, handle_errors
-from embedplat.config import Settings
-from embedplat.embedders.runtime import THREADS_VARIABLE, default_threads
+from embedplat.config import THREADS_VARIABLE, Settings
+from embedplat.embedders.runtime import default_threads
 from embedplat.errors import ConfigurationError, InvalidInputError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -72,11 +72,11 @@ class ModelVariant:
         )
 
 
-def check_backend(backend: str, *, setting: str = "the backend") -> str:
+def check_backend(backend: str) -> str:
     """``backend`` if it is one of :data:`BACKENDS`, else :class:`ModelUnavailableError`."""
     if backend not in BACKENDS:
         raise ModelUnavailableError(
-            f"{setting} must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            f"the backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
         )
     return backend
 

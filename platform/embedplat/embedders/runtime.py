@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from embedplat.chunking import TokenCounter
-from embedplat.embedders.backends import model_variant, require_runtime
+from embedplat.config import THREADS_VARIABLE, env_int
+from embedplat.embedders.backends import DEFAULT_BACKEND, model_variant, require_runtime
 from embedplat.embedders.exports import ExportManifest, ensure_export
 from embedplat.embedders.sentence_transformers import (
     FastTokenCounter,
@@ -30,8 +31,6 @@ from embedplat.embedders.sentence_transformers import (
 from embedplat.errors import ModelError
 
 __all__ = ["RuntimeEmbedder", "default_threads"]
-
-THREADS_VARIABLE = "EMBEDPLAT_THREADS"
 
 _lock = threading.Lock()
 # One loaded export per folder per process.
@@ -45,15 +44,9 @@ SMALL_INPUT_TEXTS = 4
 def default_threads() -> int:
     """Threads a runtime uses unless told: ``EMBEDPLAT_THREADS``, else the CPUs this process
     may run on."""
-    raw = os.environ.get(THREADS_VARIABLE, "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ModelError(f"{THREADS_VARIABLE} must be a whole number ≥ 1, got {raw!r}")
-        return value
+    configured = env_int(os.environ, THREADS_VARIABLE, 0, minimum=1)
+    if configured:
+        return configured
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -173,7 +166,7 @@ class RuntimeEmbedder:
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         variant = model_variant(name)
-        if variant.backend == "torch":
+        if variant.backend == DEFAULT_BACKEND:
             raise ModelError(f"{name!r} names no ONNX or OpenVINO backend")
         self._name = variant.name
         self._variant = variant
@@ -188,6 +181,7 @@ class RuntimeEmbedder:
         if self._session is not None:
             return self
         require_runtime(self._variant.backend)
+        self._threads = self._threads or default_threads()
         source_fingerprint = self._source.fingerprint
         try:
             folder, manifest = ensure_export(
@@ -271,5 +265,6 @@ class RuntimeEmbedder:
 
     @property
     def threads(self) -> int:
-        """Threads of a bulk call (more than :data:`SMALL_INPUT_TEXTS` texts)."""
+        """Threads of a bulk call (more than :data:`SMALL_INPUT_TEXTS` texts), fixed when the
+        export is loaded."""
         return self._threads or default_threads()

@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 
 from embedplat.config import DEFAULT_MODEL
 from embedplat.embedders import Embedder, ModelSource, locate_model, mpnet, provider_for
-from embedplat.embedders.backends import DEFAULT_BACKEND, model_variant
+from embedplat.embedders.backends import DEFAULT_BACKEND, SEPARATOR, model_variant
 from embedplat.embedders.exports import variant_fingerprint
 from embedplat.embedders.locate import _looks_like_path
 from embedplat.embedders.registry import (
@@ -265,9 +265,9 @@ def validate_model_name(name: str) -> str:
             f"the model name {name!r} looks like a path; register the folder under a plain "
             "name such as my-model or org/my-model"
         )
-    if "@" in name:
+    if SEPARATOR in name:
         raise ModelRegistrationError(
-            f"a model name may not contain '@' ({name!r}): NAME@BACKEND names a backend "
+            f"a model name may not contain {SEPARATOR!r} ({name!r}): NAME@BACKEND names a backend "
             "variant of model NAME (docs/models.md); register the folder under a plain name"
         )
     if name in BUNDLED_NAMES or mpnet.split_model_for(name) is not None:

@@ -216,7 +216,7 @@ def bench_scale(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return duplicates, anomalies_scale
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC-AUC by the rank-sum (Mann-Whitney) formula, ties counted half."""
     order = np.argsort(scores, kind="stable")
     ranks = np.empty(len(scores), dtype=np.float64)
@@ -228,14 +228,14 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _ap(scores: np.ndarray, labels: np.ndarray) -> float:
+def average_precision_of(scores: np.ndarray, labels: np.ndarray) -> float:
     order = np.argsort(-scores, kind="stable")
     y = labels[order].astype(np.float64)
     precision_at = np.cumsum(y) / np.arange(1, len(y) + 1)
     return float((precision_at * y).sum() / y.sum())
 
 
-def _exact_knn_scores(queries: np.ndarray, reference: np.ndarray, k: int, same: bool) -> np.ndarray:
+def exact_knn_scores(queries: np.ndarray, reference: np.ndarray, k: int, same: bool) -> np.ndarray:
     sims = queries @ reference.T
     if same:
         np.fill_diagonal(sims, -np.inf)
@@ -312,7 +312,7 @@ def bench_agnews(limit: int | None) -> dict[str, Any]:
                 ours = np.array([float(r[1]) for r in rows])
                 y = np.array([labels[i] for i in ids])
                 q_ids = sorted(queries)
-                exact = _exact_knn_scores(
+                exact = exact_knn_scores(
                     np.stack([queries[i] for i in q_ids]),
                     np.stack([refs[i] for i in sorted(refs)]),
                     K,
@@ -321,12 +321,12 @@ def bench_agnews(limit: int | None) -> dict[str, Any]:
                 y_exact = np.array([labels[i] for i in q_ids])
                 out[setup] = {
                     "embedplat": {
-                        "roc_auc": round(_auc(ours, y), 4),
-                        "average_precision": round(_ap(ours, y), 4),
+                        "roc_auc": round(roc_auc(ours, y), 4),
+                        "average_precision": round(average_precision_of(ours, y), 4),
                     },
                     "exact_knn": {
-                        "roc_auc": round(_auc(exact, y_exact), 4),
-                        "average_precision": round(_ap(exact, y_exact), 4),
+                        "roc_auc": round(roc_auc(exact, y_exact), 4),
+                        "average_precision": round(average_precision_of(exact, y_exact), 4),
                     },
                     "records_scored": len(rows),
                     "seconds": round(seconds, 2),

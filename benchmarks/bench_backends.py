@@ -87,7 +87,9 @@ from embedplat.embedders import Embedder, load_embedder
 from embedplat.embedders.backends import BACKENDS, variant_name
 from embedplat.embedders.exports import ExportManifest, export_folder
 
-from .bench_retrieval import K, document_text, evaluate, load_scifact
+from .bench_analytics import K as ANOMALY_K
+from .bench_analytics import exact_knn_scores, roc_auc
+from .bench_retrieval import K, document_text, load_scifact, measure_model
 from .calibrate_duplicates import average_precision, pair_cosines
 from .common import WORK, fresh_database, require_data, scifact_docs, server, settings, write_parts
 
@@ -664,6 +666,31 @@ def scifact_chunks(embedder: Embedder, n: int) -> list[str]:
     return out
 
 
+def agnews_records() -> list[dict[str, Any]]:
+    path = require_data("agnews", "records.jsonl")
+    return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+
+
+def agnews_auc(embedder: Embedder, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """AG News anomaly ROC-AUC of exact k-NN scores on this embedder's vectors, in both of
+    bench_analytics' setups (the same reference split, seed 0)."""
+    labels = np.array([int(r["anomaly"]) for r in records])
+    vectors = embedder.embed([r["text"] for r in records])
+    within = exact_knn_scores(vectors, vectors, ANOMALY_K, True)
+    normals = [i for i, r in enumerate(records) if not r["anomaly"]]
+    ref_ids = {
+        records[i]["id"]
+        for i in np.random.default_rng(0).permutation(np.array(normals))[: len(normals) // 2]
+    }
+    ref = [i for i, r in enumerate(records) if r["id"] in ref_ids]
+    new = [i for i, r in enumerate(records) if r["id"] not in ref_ids]
+    against = exact_knn_scores(vectors[new], vectors[ref], ANOMALY_K, False)
+    return {
+        "within_collection": round(roc_auc(within, labels), 4),
+        "against_reference": round(roc_auc(against, labels[new]), 4),
+    }
+
+
 def quality(args: argparse.Namespace, backends: Sequence[str]) -> dict[str, Any]:
     load_before = _load_average()
     started = time.perf_counter()
@@ -678,8 +705,7 @@ def quality(args: argparse.Namespace, backends: Sequence[str]) -> dict[str, Any]
         if args.ndcg_docs
         else ([], [], {})
     )
-    doc_texts = [f"{d['title']} {d['text']}" for d in corpus]  # bench_retrieval's exact baseline
-    ids = [d["id"] for d in corpus]
+    agnews = agnews_records()
     reference: dict[str, np.ndarray] = {}
     per: dict[str, Any] = {}
     for backend in backends:  # torch first: the reference
@@ -700,15 +726,15 @@ def quality(args: argparse.Namespace, backends: Sequence[str]) -> dict[str, Any]
             "mrpc_average_precision": average_precision(pair_cosines(pairs, vectors), labels),
             "embed_seconds": round(embed_seconds, 1),
         }
+        entry["agnews_anomaly_roc_auc_exact_knn"] = agnews_auc(embedder, agnews)
         if corpus:
             t = time.perf_counter()
-            docs = embedder.embed(doc_texts)
-            query_vectors = embedder.embed([q["text"] for q in queries])
-            sims = query_vectors @ docs.T
-            ranked = {
-                q["id"]: [ids[i] for i in np.argsort(-sims[n])[:K]] for n, q in enumerate(queries)
-            }
-            entry["scifact_exact_whole_documents"] = evaluate(ranked, qrels)
+            with server() as url:
+                run = measure_model(url, name, corpus, queries, qrels, ("vector", "hybrid"))
+            entry["scifact_exact_whole_documents"] = run.exact
+            entry["scifact_embedplat_vector"] = run.quality["vector"]
+            entry["scifact_embedplat_hybrid"] = run.quality["hybrid"]
+            entry["scifact_chunks_synced"] = run.chunks
             entry["scifact_seconds"] = round(time.perf_counter() - t, 1)
         per[backend] = entry
         print("quality", backend, entry, flush=True)
@@ -720,14 +746,25 @@ def quality(args: argparse.Namespace, backends: Sequence[str]) -> dict[str, Any]
         "scifact_chunks": len(chunks),
         "mrpc_pairs": len(pairs),
         "mrpc_positive_pairs": int(labels.sum()),
+        "agnews": {
+            "records": len(agnews),
+            "anomalies": sum(int(r["anomaly"]) for r in agnews),
+            "k": ANOMALY_K,
+            "how": "bench_analytics' exact k-NN baseline on each variant's vectors (in memory): "
+            "within_collection scores every record by its mean cosine distance to its k nearest "
+            "other records; against_reference scores the records outside a seeded half of the "
+            "normal ones against that half; ROC-AUC by the rank-sum formula",
+        },
         "ndcg": {
             "corpus_docs": len(corpus),
             "relevant_docs": len(relevant),
             "queries": len(queries),
             "k": K,
-            "how": "exact whole-document baseline (bench_retrieval's recipe: title + ' ' + "
-            "abstract, cut at the model's 256 tokens, exact cosine) with each variant's "
-            "embedder.embed; every relevant document of the queries kept, then others",
+            "how": "bench_retrieval.measure_model per variant: the exact whole-document "
+            "baseline (title + ' ' + abstract, cut at the model's 256 tokens, exact cosine, "
+            "in memory) and the corpus through embedplat (ingest, sync on the variant, "
+            "embedplat.search and RRF hybrid search for every query); every relevant document "
+            "of the queries kept, then others",
         }
         if corpus
         else None,

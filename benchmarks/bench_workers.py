@@ -50,6 +50,7 @@ from embedplat.chunking import chunk_text
 from embedplat.db.connection import libpq_url
 from embedplat.db.vectors import vector_literal
 from embedplat.embedders import load_embedder
+from embedplat.embedders.backends import BACKENDS, variant_name
 from embedplat.sync import SyncOptions, sync
 
 from .common import (
@@ -254,11 +255,11 @@ def _load(platform: Platform, name: str, rows: list[dict[str, str]], model: str 
     platform.ingest(name, rows)
 
 
-def run_in_process(server_url: str, rows: list[dict[str, str]]) -> dict[str, Any]:
-    embedder = load_embedder(MODEL, batch_size=BATCH)
+def run_in_process(server_url: str, rows: list[dict[str, str]], model: str) -> dict[str, Any]:
+    embedder = load_embedder(model, batch_size=BATCH)
     embedder.embed(["warm up the model"] * 8)
     with fresh_database(server_url) as db, Platform(db, settings()) as platform:
-        _load(platform, "scifact", rows)
+        _load(platform, "scifact", rows, model)
         start = time.perf_counter()
         report = sync(
             lambda: psycopg.connect(libpq_url(db)),
@@ -278,9 +279,10 @@ def run_in_process(server_url: str, rows: list[dict[str, str]]) -> dict[str, Any
 
 
 def run_workers(
-    server_url: str, rows: list[dict[str, str]], workers: int, threads: int | None
+    server_url: str, rows: list[dict[str, str]], workers: int, threads: int | None, model: str
 ) -> dict[str, Any]:
-    extra = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    # torch reads OMP_NUM_THREADS, the ONNX Runtime and OpenVINO backends EMBEDPLAT_THREADS.
+    extra = {"OMP_NUM_THREADS": str(threads), "EMBEDPLAT_THREADS": str(threads)} if threads else {}
     with (
         fresh_database(server_url) as db,
         redis_server() as broker,
@@ -296,7 +298,7 @@ def run_workers(
                 {"id": f"w{i}", "text": f"warm-up sentence number {i}"}
                 for i in range(4 * BATCH * 2 * workers)
             ]
-            _load(platform, "warmup", warm)
+            _load(platform, "warmup", warm, model)
             for _ in range(workers):
                 client.send_task("embedplat.sync_collection", args=["warmup"])
             _wait(lambda: _embedded(poll, "warmup")[0] == len(warm), 300, "the warm-up")
@@ -306,7 +308,7 @@ def run_workers(
             if not all(warm_split):
                 raise SystemExit(f"a worker did not take part in the warm-up: {warm_split}")
 
-            _load(platform, "scifact", rows)
+            _load(platform, "scifact", rows, model)
             start = time.perf_counter()
             client.send_task("embedplat.sync_collection", args=["scifact"])
 
@@ -342,18 +344,19 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def throughput(server_url: str, target_chunks: int, repeat: int) -> dict[str, Any]:
+def throughput(server_url: str, target_chunks: int, repeat: int, backend: str) -> dict[str, Any]:
     """Every mode ``repeat`` times, interleaved (the machine is shared, so a busy spell hits
     every mode alike); min, median and max of each mode are reported, and every run."""
     rows, chunks = scifact_rows(target_chunks)
+    model = variant_name(MODEL, backend)
     modes: list[tuple[int, int | None]] = [(0, None), (1, None), (2, None), (2, 1)]
     samples: dict[tuple[int, int | None], list[dict[str, Any]]] = {m: [] for m in modes}
     for _ in range(repeat):
         for workers, threads in modes:
             if workers == 0:
-                run = run_in_process(server_url, rows)
+                run = run_in_process(server_url, rows, model)
             else:
-                run = run_workers(server_url, rows, workers, threads)
+                run = run_workers(server_url, rows, workers, threads, model)
             run["load_average_1m"] = round(os.getloadavg()[0], 2)
             samples[(workers, threads)].append(run)
             print(run, flush=True)
@@ -377,7 +380,8 @@ def throughput(server_url: str, target_chunks: int, repeat: int) -> dict[str, An
             }
         )
     return {
-        "model": MODEL,
+        "model": model,
+        "backend": backend,
         "device": "cpu",
         "docs": len(rows),
         "chunks": chunks,
@@ -497,7 +501,7 @@ def _throughput_markdown(result: dict[str, Any], t: dict[str, Any]) -> list[str]
     out = [
         f"{head}: {t['statistic']}.",
         "",
-        "| mode | torch threads | chunks/s min / **median** / max | seconds (median) "
+        "| mode | threads (OMP_NUM_THREADS, EMBEDPLAT_THREADS) | chunks/s min / **median** / max | seconds (median) "
         "| vs in-process (medians) | chunks per worker, each run |",
         "|---|---|---:|---:|---:|---|",
     ]
@@ -515,8 +519,9 @@ def _throughput_markdown(result: dict[str, Any], t: dict[str, Any]) -> list[str]
 
 def markdown(result: dict[str, Any]) -> str:
     out: list[str] = []
-    if t := result.get("throughput"):
-        out += _throughput_markdown(result, t)
+    for key in ("throughput", "throughput_backend"):
+        if t := result.get(key):
+            out += _throughput_markdown(result, t)
     if lat := result.get("notify_latency"):
         # Written before parts were dated, the part was the bare list of runs.
         part = lat if isinstance(lat, dict) else {}
@@ -543,19 +548,27 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=600, help="backlog size (throughput)")
     parser.add_argument("--changes", type=int, default=100, help="changes timed (latency)")
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="the model's backend (throughput); a backend other than torch is written as the "
+        "part throughput_backend, beside torch's",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="interleaved runs per mode, at least 3 (throughput)"
     )
     args = parser.parse_args()
     if args.repeat < 3:
         parser.error("--repeat must be at least 3: min / median / max need three runs")
-    parts = ("throughput", "notify_latency")
+    parts = ("throughput", "throughput_backend", "notify_latency")
+    part = "throughput" if args.backend == "torch" else "throughput_backend"
     with server() as server_url:
         # Each part is written as soon as it is measured (the other kept, with its own date),
         # so a failure in the second loses nothing of the first.
         if args.only in (None, "throughput"):
             written = write_parts(
                 "workers",
-                {"throughput": throughput(server_url, args.chunks, args.repeat)},
+                {part: throughput(server_url, args.chunks, args.repeat, args.backend)},
                 parts,
             )
         if args.only in (None, "latency"):

@@ -21,6 +21,7 @@ Suites and the result files they write:
     pgai         bench_pgai              pgai
     backends     bench_backends          backends
     latency      bench_query_latency     query_latency
+    langchain    bench_langchain         langchain
 
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
 partial run keeps the earlier figures of the others. Each section says when it was measured
@@ -47,6 +48,7 @@ from typing import Any
 
 from .bench_attach import INLINE_EVERYTHING
 from .bench_chunking import markdown as chunking_markdown
+from .bench_langchain import markdown as langchain_markdown
 from .bench_pgai import markdown as pgai_markdown
 from .bench_workers import markdown as workers_markdown
 from .common import HERE, RESULTS, measured_line
@@ -71,6 +73,8 @@ SUITES: dict[str, list[list[str]]] = {
     # ~45 min: five backends and raw torch as whole processes, 3 alternating runs each.
     "backends": [["benchmarks.bench_backends"]],
     "latency": [["benchmarks.bench_query_latency"]],
+    # ~10 min, plus building the langchain venv the first time (bench_langchain's docstring).
+    "langchain": [["benchmarks.bench_langchain"]],
 }
 
 Result = dict[str, Any]
@@ -728,6 +732,56 @@ def _cos(c: Result) -> str:
     return f"{c['median']} / {c['p1']} / {c['min']}"
 
 
+def _ndcgs(v: Result) -> str:
+    parts = [
+        v.get(key, {}).get("ndcg@10", "-")
+        for key in (
+            "scifact_exact_whole_documents",
+            "scifact_embedplat_vector",
+            "scifact_embedplat_hybrid",
+        )
+    ]
+    return " / ".join(str(p) for p in parts)
+
+
+def _aucs(v: Result) -> str:
+    auc = v.get("agnews_anomaly_roc_auc_exact_knn")
+    return f"{auc['within_collection']} / {auc['against_reference']}" if auc else "-"
+
+
+def _quality_bounds(v: Result, torch: Result) -> str:
+    """Issue 13's quality bounds for a variant against torch: "met", or what missed."""
+    missed = [
+        f"cosine {corpus}"
+        for corpus in ("short", "scifact_chunks")
+        if v[f"cosine_to_torch_{corpus}"]["median"] < 0.99
+        or v[f"cosine_to_torch_{corpus}"]["p1"] < 0.97
+    ]
+    pairs = [("MRPC AP", v.get("mrpc_average_precision"), torch.get("mrpc_average_precision"))]
+    for key, label in (
+        ("scifact_embedplat_vector", "nDCG vector"),
+        ("scifact_embedplat_hybrid", "nDCG hybrid"),
+    ):
+        pairs.append((label, v.get(key, {}).get("ndcg@10"), torch.get(key, {}).get("ndcg@10")))
+    for setup in ("within_collection", "against_reference"):
+        pairs.append(
+            (
+                f"AG News {setup}",
+                v.get("agnews_anomaly_roc_auc_exact_knn", {}).get(setup),
+                torch.get("agnews_anomaly_roc_auc_exact_knn", {}).get(setup),
+            )
+        )
+    unmeasured = [label for label, mine, ref in pairs if mine is None or ref is None]
+    missed += [
+        label
+        for label, mine, ref in pairs
+        if mine is not None and ref is not None and abs(mine - ref) > 0.01
+    ]
+    if missed:
+        return "**missed**: " + ", ".join(missed)
+    return "met" + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else "")
+
+
 def _backends(r: Result) -> list[str]:
     # Three parts measured separately (bench_backends --only): each with its own date.
     out: list[str] = []
@@ -799,12 +853,19 @@ def _backends(r: Result) -> list[str]:
             "",
             f"Quality, in-process, {q['note']}: each variant's vectors against torch's on the same texts (cosine per text: median / 1st percentile / min): {q['short_texts']:,} MRPC sentences (the short corpus) and {q['scifact_chunks']:,} SciFact chunks as embedplat cuts them. MRPC average precision of the {q['mrpc_pairs']:,} pairs ({q['mrpc_positive_pairs']:,} paraphrases) whose two sentences are both in the short corpus, cosine as the score.{ndcg_how} Measured with `{q['command']}`.",
             "",
-            "| variant | cosine to torch, MRPC sentences | cosine to torch, SciFact chunks | MRPC AP | SciFact nDCG@10 | SciFact recall@10 |",
-            "|---|---|---|---:|---:|---:|",
+            "| variant | cosine to torch, MRPC sentences | cosine to torch, SciFact chunks | MRPC AP | SciFact nDCG@10: exact / embedplat vector / hybrid | AG News anomaly ROC-AUC, exact k-NN: within / against reference | every quality bound (computed) |",
+            "|---|---|---|---:|---|---|---|",
             *[
-                f"| {v['model']} | {_cos(v['cosine_to_torch_short'])} | {_cos(v['cosine_to_torch_scifact_chunks'])} | {v['mrpc_average_precision']} | {v.get('scifact_exact_whole_documents', {}).get('ndcg@10', '-')} | {v.get('scifact_exact_whole_documents', {}).get('recall@10', '-')} |"
+                f"| {v['model']} | {_cos(v['cosine_to_torch_short'])} | {_cos(v['cosine_to_torch_scifact_chunks'])} | {v['mrpc_average_precision']} | {_ndcgs(v)} | {_aucs(v)} | {_quality_bounds(v, q['variants']['torch'])} |"
                 for v in q["variants"].values()
             ],
+            "",
+            "Bounds (issue 13), each against torch's figure: cosine median ≥ 0.99 and 1st percentile ≥ 0.97 on both corpora; MRPC AP, SciFact nDCG@10 (vector and hybrid) and AG News ROC-AUC (both setups) within 0.01."
+            + (
+                f" AG News: {q['agnews']['records']:,} records, {q['agnews']['anomalies']} anomalies, k = {q['agnews']['k']}; {q['agnews']['how']}."
+                if q.get("agnews")
+                else ""
+            ),
             "",
         ]
     if not out:
@@ -982,6 +1043,19 @@ SECTIONS: list[Section] = [
         "query_latency",
         _query_latency,
         ("python -m benchmarks.bench_query_latency",),
+        "scifact",
+    ),
+    Section(
+        "langchain",
+        lambda r: [
+            "## Per document vs. langchain-postgres's PGVectorStore (same model, same documents)",
+            "",
+            _when(r),
+            "",
+            langchain_markdown(r),
+            "",
+        ],
+        ("python -m benchmarks.bench_langchain",),
         "scifact",
     ),
 ]

@@ -40,7 +40,7 @@ from embedplat.chunking import Chunk, chunk_text
 from embedplat.collections import CollectionInfo, get_collection, list_collections
 from embedplat.config import DEFAULT_BATCH_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS
 from embedplat.db.locks import LockKey
-from embedplat.db.vectors import vector_literal
+from embedplat.db.vectors import copy_rows
 from embedplat.embedders import Embedder
 from embedplat.errors import (
     DatabaseUnavailableError,
@@ -549,16 +549,14 @@ WITH done AS (
     USING unnest(%(ids)s::bigint[], %(hashes)s::bytea[]) AS u(chunk_id, text_hash)
     WHERE q.chunk_id = u.chunk_id AND q.for_switch = %(switch)s AND q.text_hash = u.text_hash
       AND q.leased_by = %(worker)s
-    RETURNING q.chunk_id
+    RETURNING q.chunk_id, q.text_hash
 )
 INSERT INTO embedplat.embeddings
     (chunk_id, model_id, collection_id, record_id, text_hash, embedding)
 SELECT c.id, %(model)s, c.collection_id, c.record_id, c.text_hash, v.embedding
 FROM done
-JOIN embedplat.chunks c ON c.id = done.chunk_id
-JOIN unnest(%(ids)s::bigint[], %(hashes)s::bytea[], %(vectors)s::text[]::vector[])
-     AS v(chunk_id, text_hash, embedding)
-  ON v.chunk_id = c.id AND v.text_hash = c.text_hash
+JOIN embedplat.chunks c ON c.id = done.chunk_id AND c.text_hash = done.text_hash
+JOIN embedplat_new_vectors v ON v.chunk_id = c.id
 ON CONFLICT (chunk_id, model_id) DO UPDATE
 SET embedding = EXCLUDED.embedding, text_hash = EXCLUDED.text_hash, created_at = now()
 """
@@ -649,18 +647,27 @@ def store_vectors(
         # locks after the queue rows, and deadlock with a delete of the same record.
         conn.execute(_LOCK_RECORDS, {"ids": ids})
         conn.execute(_LOCK_CHUNKS, {"ids": ids})
-        cur = conn.execute(
-            _STORE,
-            {
-                "ids": ids,
-                "hashes": [c.text_hash for c in chunks],
-                "vectors": [vector_literal(v) for v in vectors],
-                "model": model_id,
-                "worker": worker_id,
-                "switch": for_switch,
-            },
-        )
-        return max(cur.rowcount, 0)
+        with conn.cursor() as cur:
+            # The vectors travel as one binary COPY stream (embedplat.db.vectors.copy_rows).
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS embedplat_new_vectors"
+                " (chunk_id bigint, embedding vector) ON COMMIT DROP"
+            )
+            # Empty unless an outer transaction (this one a savepoint of it) stored before.
+            cur.execute("DELETE FROM embedplat_new_vectors")
+            with cur.copy("COPY embedplat_new_vectors FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(copy_rows(ids, vectors))
+            cur.execute(
+                _STORE,
+                {
+                    "ids": ids,
+                    "hashes": [c.text_hash for c in chunks],
+                    "model": model_id,
+                    "worker": worker_id,
+                    "switch": for_switch,
+                },
+            )
+            return max(cur.rowcount, 0)
 
 
 def record_failure(

@@ -8,13 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
 from embedplat.api import Platform
 from embedplat.db.connection import libpq_url
 from embedplat.embedders import Embedder
-from embedplat.sync import SyncOptions, chunk_stale_records, claim_chunks, store_vectors, sync
+from embedplat.sync import (
+    ClaimedChunk,
+    SyncOptions,
+    bind_model,
+    chunk_stale_records,
+    claim_chunks,
+    store_vectors,
+    sync,
+)
 from tests.fix_embedders import REPO_ROOT, HashEmbedder, plugin_env
 from tests.waiting import wait_for
 
@@ -216,6 +225,54 @@ def test_compare_and_set_discards_vectors_of_changed_text(docs: Platform, db_url
             "ON ch.id = e.chunk_id AND ch.text_hash = e.text_hash"
         ).fetchall()
     assert text == [("the new text",)]
+
+
+def _claim_all(docs: Platform, db_url: str, texts: list[str]) -> tuple[int, list[ClaimedChunk]]:
+    """Ingest one record per text, chunk them, bind the model: (model id, every chunk claimed
+    by worker "w1")."""
+    docs.ingest("docs", [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)])
+    embedder = HashEmbedder(64)
+    collection = docs.collection("docs")
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        chunk_stale_records(conn, collection, embedder, limit=len(texts))
+        model_id = bind_model(conn, collection, embedder)
+        claimed = claim_chunks(conn, collection.id, limit=100, lease_seconds=60, worker_id="w1")
+    return model_id, claimed
+
+
+def test_store_vectors_writes_each_vector_to_its_own_chunk_bit_for_bit(
+    docs: Platform, db_url: str
+) -> None:
+    """The binary COPY path: every stored vector is exactly the float32 vector given for its
+    chunk, also for two stores inside one outer transaction (each a savepoint of it)."""
+    model_id, claimed = _claim_all(docs, db_url, [f"text number {i}" for i in range(6)])
+    assert len(claimed) == 6
+    vectors = np.random.default_rng(7).standard_normal((6, 64)).astype(np.float32)
+    vectors[0, :3] = [1e-38, -3.4e38, 0.0]  # denormal-adjacent, extreme and zero values
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        assert store_vectors(conn, model_id, "w1", claimed[:3], vectors[:3]) == 3
+        assert store_vectors(conn, model_id, "w1", claimed[3:], vectors[3:]) == 3
+        conn.commit()
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        stored = dict(
+            conn.execute("SELECT chunk_id, embedding::real[] FROM embedplat.embeddings").fetchall()
+        )
+    assert sorted(stored) == sorted(c.chunk_id for c in claimed)
+    for chunk, vector in zip(claimed, vectors, strict=True):
+        np.testing.assert_array_equal(np.array(stored[chunk.chunk_id], dtype=np.float32), vector)
+
+
+def test_store_vectors_refuses_a_nan_vector_and_stores_nothing(docs: Platform, db_url: str) -> None:
+    model_id, claimed = _claim_all(docs, db_url, ["one", "two"])
+    vectors = HashEmbedder(64).embed([c.text for c in claimed])
+    vectors[1, 5] = np.nan
+    with (
+        psycopg.connect(libpq_url(db_url), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.DataException, match="NaN"),
+    ):
+        store_vectors(conn, model_id, "w1", claimed, vectors)
+    c = counts(db_url)
+    assert c["embeddings"] == 0 and c["queue"] == 2
 
 
 def test_poison_item_is_retried_parked_reported_and_does_not_block(

@@ -122,8 +122,11 @@ def empty_db_url(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings that never touch the user's real embedded server."""
-    return Settings(database_url=None, home=tmp_path / "home")
+    """Settings that never touch the user's real embedded server; new collections of the real
+    model run on TEST_BACKEND (torch)."""
+    from tests.fix_embedders import TEST_BACKEND  # a plugin module: imported by pytest first
+
+    return Settings(database_url=None, home=tmp_path / "home", backend=TEST_BACKEND)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fix_embedders import plugin_env
+from tests.fix_embedders import TEST_BACKEND, plugin_env
 
 _CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
@@ -56,6 +56,7 @@ def _env(**extra: str) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDPLAT_")}
     env["HF_HUB_OFFLINE"] = "1"
+    env["EMBEDPLAT_BACKEND"] = TEST_BACKEND  # see tests/fix_embedders.py
     env.update(plugin_env())
     env.update(extra)
     return env

@@ -30,6 +30,7 @@ from embedplat.embedders import Embedder, register_embedder_provider
 from embedplat.errors import ModelError
 
 __all__ = [
+    "TEST_BACKEND",
     "TEST_MODEL_PREFIX",
     "UNLOADABLE_MODEL",
     "HashEmbedder",
@@ -40,6 +41,11 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The backend of the tests' new collections of the real model (the ``settings`` fixture, the
+#: CLI's and the workers' environments): torch, whose vectors every threshold and pinned figure
+#: of the suite was made with, and which needs no export per test home. A test of another
+#: backend, or of the measured default, says so (tests/*/test_backends.py).
+TEST_BACKEND = "torch"
 TEST_MODEL_PREFIX = "test-hash-"
 # Accepted where a collection is created (the provider below serves every name with the prefix)
 # but fails when loaded (fewer than 2 dimensions): a collection whose every sync fails.

@@ -33,6 +33,7 @@ from tests.fix_embedders import (
     EMBED_DELAY_VARIABLE,
     EMBED_GATE_VARIABLE,
     EMBED_LOG_VARIABLE,
+    TEST_BACKEND,
     plugin_env,
 )
 from tests.waiting import wait_for
@@ -239,6 +240,7 @@ def stack_env(db_url: str, broker_url: str, tmp: Path) -> dict[str, str]:
             "EMBEDPLAT_HOME": str(tmp / "home"),
             # Tests start beat only where they need it; the sweep is off unless asked for.
             "EMBEDPLAT_SWEEP_SECONDS": "0",
+            "EMBEDPLAT_BACKEND": TEST_BACKEND,  # see tests/fix_embedders.py
             "PYTHONUNBUFFERED": "1",
             "HF_HUB_OFFLINE": "1",
             **plugin_env(),

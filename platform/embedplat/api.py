@@ -31,7 +31,7 @@ from embedplat.config import (
 from embedplat.db import migrate
 from embedplat.db.connection import check_database, connect, libpq_url, resolve_database_url
 from embedplat.embedders import Embedder, load_embedder
-from embedplat.embedders.backends import model_variant, variant_name
+from embedplat.embedders.backends import default_backend_of, model_variant, variant_name
 from embedplat.errors import (
     CollectionNotFoundError,
     InvalidInputError,
@@ -311,12 +311,13 @@ class Platform:
 
     def new_collection_model(self, model: str, backend: str | None) -> str:
         """The model name a new collection gets for ``model`` and ``backend``: the variant of
-        ``backend``, else of the settings' backend (``EMBEDPLAT_BACKEND``) unless ``model``
-        names a backend itself (``all-MiniLM-L6-v2@onnx``)."""
+        ``backend``, else of the settings' backend (``EMBEDPLAT_BACKEND``), else of the model's
+        measured default (``backends.default_backend_of``: openvino-int8 for all-MiniLM-L6-v2),
+        unless ``model`` names a backend itself (``all-MiniLM-L6-v2@onnx``)."""
         if not model.strip():
             return model
         if backend is None and model_variant(model).base == model:
-            backend = self.settings.backend
+            backend = self.settings.backend or default_backend_of(model)
         return variant_name(model, backend)
 
     # -- sync -------------------------------------------------------------------------------
@@ -564,6 +565,17 @@ class Platform:
             )
 
         return self._embed_queries(collection, [query], run)
+
+    def embed_query(self, collection: str, text: str) -> np.ndarray:
+        """``text``'s vector by ``collection``'s own model, its exact backend variant: the
+        vector to compose with SQL (``embedplat.search(collection, vector, k)``, the ORM's
+        ``search_fn``). Plain SQL takes any vector of the right length, so a vector of another
+        model (``platform.embedder("all-MiniLM-L6-v2")`` for a collection on
+        ``all-MiniLM-L6-v2@openvino-int8``) would be compared with the wrong model's vectors."""
+        with self.connection() as conn:
+            model_name = _collections.get_collection(conn, collection).model_name
+        vector: np.ndarray = self.embedder(model_name).embed([text])[0]
+        return vector
 
     def _embed_queries(
         self,

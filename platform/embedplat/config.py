@@ -59,9 +59,10 @@ class Settings:
     device: str | None = None
     broker_url: str = field(default=DEFAULT_BROKER_URL, repr=False)
     plugins: tuple[str, ...] = ()
-    backend: str = "torch"
+    backend: str | None = None
     """The backend of new collections' models (``EMBEDPLAT_BACKEND``; see
-    :mod:`embedplat.embedders.backends`); a model name that says its backend keeps it."""
+    :mod:`embedplat.embedders.backends`); None: each model's measured default
+    (``backends.default_backend_of``). A model name that says its backend keeps it."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,15 +123,15 @@ def env_device(env: Mapping[str, str], key: str) -> str | None:
     )
 
 
-def env_backend(env: Mapping[str, str], key: str) -> str:
-    """A backend name in ``env[key]`` (one of embedplat.embedders.backends.BACKENDS), ``torch``
-    when unset."""
+def env_backend(env: Mapping[str, str], key: str) -> str | None:
+    """A backend name in ``env[key]`` (one of embedplat.embedders.backends.BACKENDS), None
+    when unset (each model's measured default)."""
     # Imported here: the embedders import this module.
-    from embedplat.embedders.backends import BACKENDS, DEFAULT_BACKEND
+    from embedplat.embedders.backends import BACKENDS
 
     raw = env.get(key, "").strip()
     if not raw:
-        return DEFAULT_BACKEND
+        return None
     if raw not in BACKENDS:
         raise ConfigurationError(f"{key} must be one of {', '.join(BACKENDS)}, got {raw!r}")
     return raw

@@ -3,7 +3,7 @@ files: vectors within the documented bounds of torch's, their own fingerprints a
 export made once when two processes start together, and collections that use a variant (sync,
 search, the refusal of another variant's query vector, the switch from torch and back).
 
-Each backend needs its runtime (the [onnx] and [openvino] extras, which scripts/test
+Each backend needs its runtime (the [onnx] and [model] extras, which scripts/test
 installs); without it the backend's tests are skipped with the reason.
 """
 
@@ -23,12 +23,14 @@ import pytest
 from embedplat.api import Platform
 from embedplat.config import DEFAULT_MODEL, Settings
 from embedplat.embedders import ModelUnavailableError, load_embedder
+from embedplat.embedders.backends import default_backend_of
 from embedplat.embedders.exports import builtin_sample, export_folder, variant_fingerprint
 from embedplat.embedders.runtime import RuntimeEmbedder
 from embedplat.errors import ModelMismatchError
 from embedplat.ingest import RecordInput
 from embedplat.search import search_vector
 from tests.fix_cli import documented_keys, run
+from tests.fix_embedders import plugin_env
 
 pytestmark = pytest.mark.model
 
@@ -53,7 +55,7 @@ _RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 def _need_runtime(backend: str) -> None:
     module = _RUNTIMES[backend.removesuffix("-int8")]
     if importlib.util.find_spec(module) is None:
-        extra = backend.removesuffix("-int8")
+        extra = "onnx" if backend.startswith("onnx") else "model"
         pytest.skip(f"{module} is not installed (pip install 'embedplat[{extra}]')")
 
 
@@ -123,6 +125,7 @@ def test_each_backend_gives_vectors_close_to_torch(
 _LOAD_IN_CHILD = """
 import json, sys
 from embedplat.embedders import ModelUnavailableError, load_embedder
+from embedplat.embedders.backends import default_backend_of
 e = load_embedder(sys.argv[1])
 v = e.embed(["the same sentence in two processes"])
 print(json.dumps({"export_id": e.manifest.export_id, "fingerprint": e.fingerprint,
@@ -272,3 +275,57 @@ def test_attach_with_a_backend_makes_a_collection_on_the_variant(
         with pytest.raises(ModelUnavailableError, match="already names the backend"):
             platform.create_collection("b", model=f"{DEFAULT_MODEL}@onnx", backend="openvino")
         assert [c.name for c in platform.collections()] == ["articles"]
+
+
+def test_new_collections_of_the_default_model_run_on_its_measured_default(
+    db_url: str, export_home: Path, tmp_path: Path
+) -> None:
+    """No --backend and no EMBEDPLAT_BACKEND: all-MiniLM-L6-v2's new collections are its int8
+    OpenVINO variant (backends.MEASURED_DEFAULTS), the quick start's job works on it end to end,
+    a model without a measured default keeps its plain name, and existing collections keep
+    their model."""
+    _need_runtime("openvino-int8")
+    expected = f"{DEFAULT_MODEL}@{default_backend_of(DEFAULT_MODEL)}"
+    assert expected == f"{DEFAULT_MODEL}@openvino-int8"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDPLAT_")}
+    env.update(HF_HUB_OFFLINE="1", EMBEDPLAT_DATABASE_URL=db_url, EMBEDPLAT_HOME=str(export_home))
+    env.update(plugin_env())
+    # A collection made before, on torch, keeps its model.
+    old = ["collection", "create", "old", "--backend", "torch", "--json"]
+    assert json.loads(run(old, env).stdout)["model"] == DEFAULT_MODEL
+    created = json.loads(run(["collection", "create", "a", "--json"], env).stdout)
+    assert created["model"] == expected
+    records = "".join(
+        json.dumps({"id": k, "text": v}) + "\n"
+        for k, v in {
+            "roses": "Prune roses in late winter, just above an outward-facing bud.",
+            "btree": "A B-tree index keeps keys sorted, so range scans read few pages.",
+        }.items()
+    )
+    run(["ingest", "docs", "-"], env, stdin=records)  # created by ingest: the default too
+    synced = json.loads(run(["sync", "docs", "--json"], env).stdout)
+    assert synced["chunks_embedded"] == 2
+    found = json.loads(
+        run(["search", "docs", "when to cut back rose bushes", "--json"], env).stdout
+    )
+    assert found["hits"][0]["id"] == "roses"
+    plugin = ["collection", "create", "h", "--model", "test-hash-8", "--json"]
+    assert json.loads(run(plugin, env).stdout)["model"] == "test-hash-8"
+    listed = {
+        c["name"]: c["model"]
+        for c in json.loads(run(["collection", "list", "--json"], env).stdout)["collections"]
+    }
+    assert listed == {"old": DEFAULT_MODEL, "a": expected, "docs": expected, "h": "test-hash-8"}
+    # The Python facade's default is the same one.
+    with Platform(db_url, Settings(database_url=None, home=tmp_path / "home")) as platform:
+        assert platform.create_collection("p").model_name == expected
+        # A query vector for SQL comes from the collection's own variant.
+        query = platform.embed_query("p", "when to cut back rose bushes")
+        np.testing.assert_array_equal(
+            query, load_embedder(expected).embed(["when to cut back rose bushes"])[0]
+        )
+        torch_query = platform.embed_query("old", "when to cut back rose bushes")
+        np.testing.assert_array_equal(
+            torch_query, load_embedder(DEFAULT_MODEL).embed(["when to cut back rose bushes"])[0]
+        )
+        assert not np.array_equal(query, torch_query)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +17,10 @@ from embedplat.embedders import ModelUnavailableError
 from embedplat.embedders.backends import (
     BACKENDS,
     DEFAULT_BACKEND,
+    MEASURED_DEFAULTS,
     ModelVariant,
     check_backend,
+    default_backend_of,
     model_variant,
     require_runtime,
     variant_name,
@@ -64,11 +70,25 @@ def test_variant_names() -> None:
 
 
 def test_the_backend_setting() -> None:
-    assert Settings.from_env({}).backend == "torch"
+    # Unset: each model's measured default decides (default_backend_of).
+    assert Settings.from_env({}).backend is None
+    assert Settings().backend is None
     assert Settings.from_env({"EMBEDPLAT_BACKEND": "openvino-int8"}).backend == "openvino-int8"
-    assert Settings.from_env({"EMBEDPLAT_BACKEND": " "}).backend == "torch"
+    assert Settings.from_env({"EMBEDPLAT_BACKEND": "torch"}).backend == "torch"
+    assert Settings.from_env({"EMBEDPLAT_BACKEND": " "}).backend is None
     with pytest.raises(ConfigurationError, match=r"EMBEDPLAT_BACKEND must be one of .* 'gpu'"):
         Settings.from_env({"EMBEDPLAT_BACKEND": "gpu"})
+
+
+def test_the_measured_default_backend_is_per_model() -> None:
+    # all-MiniLM-L6-v2's int8 OpenVINO variant met every quality bound and was the fastest on
+    # a plain CPU (benchmarks/RESULTS.md); a model whose variants were never measured keeps
+    # torch.
+    assert default_backend_of("all-MiniLM-L6-v2") == "openvino-int8"
+    assert default_backend_of("sentence-transformers/all-MiniLM-L6-v2") == "openvino-int8"
+    assert default_backend_of("all-mpnet-base-v2") == "torch"
+    assert default_backend_of("my-registered-model") == "torch"
+    assert set(MEASURED_DEFAULTS.values()) <= set(BACKENDS)
 
 
 def test_a_missing_runtime_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +103,7 @@ def test_a_missing_runtime_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
         require_runtime("openvino-int8")
     message = str(caught.value)
     assert "openvino and nncf, which are not installed" in message
-    assert "pip install 'embedplat[openvino]'" in message
+    assert "pip install 'embedplat[model]'" in message
 
 
 def test_a_variant_fingerprint_depends_on_files_backend_and_recipe() -> None:
@@ -117,3 +137,47 @@ def test_the_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("EMBEDPLAT_THREADS", bad)
         with pytest.raises(ConfigurationError, match="EMBEDPLAT_THREADS"):
             default_threads()
+
+
+_TELEMETRY_PROBE = """
+import os, sys
+from openvino.tools.ovc.telemetry_utils import init_ovc_telemetry
+from embedplat.embedders.exports import openvino_telemetry_off
+if sys.argv[1] == "export":
+    with openvino_telemetry_off():
+        consent = init_ovc_telemetry().consent
+else:
+    consent = init_ovc_telemetry().consent
+print(consent, os.environ.get("CI"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "ci", "printed"),
+    [
+        ("export", None, "False None"),
+        ("export", "nope", "False nope"),
+        ("plain", None, "True None"),
+    ],
+)
+def test_openvino_exports_run_with_openvino_and_nncf_telemetry_declined(
+    tmp_path: Path, mode: str, ci: str | None, printed: str
+) -> None:
+    """OpenVINO's converter (and NNCF, which asks the same way) decide once per process
+    whether to send usage events: yes when no consent file exists and the process does not
+    look like CI ("plain", the control). An export declines, and leaves CI as it was. Each
+    case in a fresh process: the decision is a process-wide singleton."""
+    pytest.importorskip("openvino_telemetry", reason="needs OpenVINO (the [model] extra)")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["HOME"] = str(tmp_path)  # no consent file here
+    if ci is not None:
+        env["CI"] = ci
+    done = subprocess.run(
+        [sys.executable, "-c", _TELEMETRY_PROBE, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == printed

@@ -15,8 +15,8 @@ backend               what runs                                            extra
 ``onnx``              ONNX Runtime, the model exported to ONNX, fp32       ``embedplat[onnx]``
 ``onnx-int8``         ONNX Runtime, MatMul weights quantized to int8       ``embedplat[onnx]``
                       (dynamic, per channel)
-``openvino``          OpenVINO, the model converted to OpenVINO IR, fp32   ``embedplat[openvino]``
-``openvino-int8``     OpenVINO, quantized to int8 with NNCF, calibrated    ``embedplat[openvino]``
+``openvino``          OpenVINO, the model converted to OpenVINO IR, fp32   ``embedplat[model]``
+``openvino-int8``     OpenVINO, quantized to int8 with NNCF, calibrated    ``embedplat[model]``
                       on embedplat's own sample texts
 ====================  ===================================================  ====================
 
@@ -34,15 +34,23 @@ from embedplat.embedders.registry import ModelUnavailableError
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
+    "MEASURED_DEFAULTS",
     "ModelVariant",
     "check_backend",
+    "default_backend_of",
     "model_variant",
     "require_runtime",
     "variant_name",
 ]
 
 BACKENDS: Final = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+#: The backend of a plain model name (``all-MiniLM-L6-v2`` is the torch model).
 DEFAULT_BACKEND: Final = "torch"
+#: The backend of a model's new collections when neither ``--backend`` nor ``EMBEDPLAT_BACKEND``
+#: names one: per model, the fastest on a plain CPU among its variants that meet every quality
+#: bound against torch (measured: benchmarks/RESULTS.md, "Inference backends"; the choice in
+#: docs/models.md#backends). A model not listed keeps torch: its variants' quality is unmeasured.
+MEASURED_DEFAULTS: Final = {"all-MiniLM-L6-v2": "openvino-int8"}
 # Between a model's name and its backend in a variant's name.
 SEPARATOR: Final = "@"
 
@@ -50,8 +58,8 @@ SEPARATOR: Final = "@"
 _RUNTIMES: Final = {
     "onnx": (("onnxruntime", "onnx"), "onnx"),
     "onnx-int8": (("onnxruntime", "onnx"), "onnx"),
-    "openvino": (("openvino",), "openvino"),
-    "openvino-int8": (("openvino", "nncf"), "openvino"),
+    "openvino": (("openvino",), "model"),
+    "openvino-int8": (("openvino", "nncf"), "model"),
 }
 
 
@@ -70,6 +78,12 @@ class ModelVariant:
             if self.backend == DEFAULT_BACKEND
             else f"{self.base}{SEPARATOR}{self.backend}"
         )
+
+
+def default_backend_of(model: str) -> str:
+    """The backend of ``model``'s new collections unless one is asked for: its entry in
+    :data:`MEASURED_DEFAULTS`, else torch."""
+    return MEASURED_DEFAULTS.get(model.removeprefix("sentence-transformers/"), DEFAULT_BACKEND)
 
 
 def check_backend(backend: str) -> str:

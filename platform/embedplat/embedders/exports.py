@@ -33,8 +33,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -82,6 +82,9 @@ class ExportManifest:
     model_file: str
     export_id: str
     export_seconds: float
+    #: The versions of the libraries that made and run it (informational: the same recipe
+    #: with other versions, or on another CPU, can give slightly different int8 vectors).
+    made_with: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: Path) -> ExportManifest | None:
@@ -176,6 +179,7 @@ def ensure_export(
                 fingerprint=expected,
                 export_id=os.urandom(8).hex(),
                 export_seconds=round(time.perf_counter() - started, 3),
+                made_with=_library_versions(backend),
                 **facts,
             )
             data = asdict(manifest)
@@ -230,12 +234,33 @@ def _export(model: Any, backend: str, work: Path) -> dict[str, Any]:
         return facts
     import openvino as ov
 
-    converted = ov.convert_model(wrapper, example_input=dict(zip(names, inputs, strict=True)))
-    if backend == "openvino-int8":
-        converted = _quantize_openvino(converted, tokenizer, names, facts["max_seq_length"])
+    with openvino_telemetry_off():
+        converted = ov.convert_model(wrapper, example_input=dict(zip(names, inputs, strict=True)))
+        if backend == "openvino-int8":
+            converted = _quantize_openvino(converted, tokenizer, names, facts["max_seq_length"])
     ov.save_model(converted, str(work / "model.xml"), compress_to_fp16=False)
     facts["model_file"] = "model.xml"
     return facts
+
+
+_LIBRARIES: Final = {
+    "onnx": ("torch", "onnx", "onnxruntime"),
+    "onnx-int8": ("torch", "onnx", "onnxruntime"),
+    "openvino": ("torch", "openvino"),
+    "openvino-int8": ("torch", "openvino", "nncf"),
+}
+
+
+def _library_versions(backend: str) -> dict[str, str]:
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for name in _LIBRARIES.get(backend, ()):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def _model_facts(model: Any) -> dict[str, Any]:
@@ -328,6 +353,24 @@ def _export_onnx(wrapper: Any, inputs: tuple[Any, ...], names: Sequence[str], pa
             opset_version=_ONNX_OPSET,
             dynamo=False,
         )
+
+
+@contextlib.contextmanager
+def openvino_telemetry_off() -> Iterator[None]:
+    """OpenVINO's converter and NNCF send usage events to Google Analytics unless a consent
+    file in the user's home says no, or the process looks like CI: they decide when their
+    telemetry object is made (at ``convert_model`` and at NNCF's import), and both decline
+    with ``CI=true`` (openvino-telemetry's ``disable_in_ci``). An export is embedplat's work
+    on the user's data: it runs with ``CI=true`` and restores the variable afterwards."""
+    before = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = before
 
 
 def _quantize_openvino(model: Any, tokenizer: Any, names: Sequence[str], max_length: int) -> Any:

@@ -90,9 +90,16 @@ def test_each_backend_gives_vectors_close_to_torch(
     torch_embedder = load_embedder(DEFAULT_MODEL)
     reference = torch_embedder.embed(texts)
     capfd.readouterr()
+    exported_before = any((export_home / "exports").glob(f"*-{backend}"))
     embedder = load_embedder(f"{DEFAULT_MODEL}@{backend}")  # exported now
-    # Nothing on stdout (where `--json` goes), the exporters' and quantizers' chatter included.
-    assert capfd.readouterr().out == ""
+    # Nothing on stdout (where `--json` goes), the exporters' and quantizers' chatter included;
+    # on stderr one line says what happens, and the libraries' warnings and bars are dropped.
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    if not exported_before:
+        assert f"exporting {DEFAULT_MODEL} for the {backend} backend" in captured.err
+        for chatter in ("TracerWarning", "Statistics collection", "pre-processing"):
+            assert chatter not in captured.err, captured.err
     assert isinstance(embedder, RuntimeEmbedder)
     assert embedder.name == f"{DEFAULT_MODEL}@{backend}"
     assert embedder.dimensions == 384
@@ -119,7 +126,9 @@ def test_each_backend_gives_vectors_close_to_torch(
         torch_embedder.token_counter().count_tokens(texts)
     )
     folder = export_folder(torch_embedder.fingerprint, backend, export_home / "exports")
-    assert json.loads((folder / "manifest.json").read_text())["backend"] == backend
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["backend"] == backend
+    assert manifest["made_with"]["torch"]  # the versions that made it, for the record
 
 
 _LOAD_IN_CHILD = """

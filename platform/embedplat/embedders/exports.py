@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,8 +172,15 @@ def ensure_export(
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
         try:
             started = time.perf_counter()
+            print(
+                f"embedplat: exporting {source_name} for the {backend} backend, once "
+                "(cached for later processes) ...",
+                file=sys.stderr,
+                flush=True,
+            )
             model = load_source()
-            facts = _export(model, backend, work)
+            with quiet_exporters():
+                facts = _export(model, backend, work)
             manifest = ExportManifest(
                 backend=backend,
                 recipe=RECIPES[backend],
@@ -356,6 +366,22 @@ def _export_onnx(wrapper: Any, inputs: tuple[Any, ...], names: Sequence[str], pa
 
 
 @contextlib.contextmanager
+def quiet_exporters() -> Iterator[None]:
+    """The exporters' own chatter is not for the user (the one line before an export says what
+    happens): PyTorch's tracer warnings, ONNX Runtime's advice to pre-process before
+    quantizing (a root-logger warning) and NNCF's progress bars (on stdout) are dropped for the
+    seconds an export takes. Errors still raise."""
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+@contextlib.contextmanager
 def openvino_telemetry_off() -> Iterator[None]:
     """OpenVINO's converter and NNCF send usage events to Google Analytics unless a consent
     file in the user's home says no, or the process looks like CI: they decide when their
@@ -387,11 +413,10 @@ def _quantize_openvino(model: Any, tokenizer: Any, names: Sequence[str], max_len
             return_tensors="np",
         )
         batches.append({n: encoded[n].astype("int64") for n in names})
-    # NNCF draws its progress bars on stdout, where `--json` output goes: onto stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        return nncf.quantize(
-            model,
-            nncf.Dataset(batches),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(batches),
-        )
+    # Its progress bars go to stdout, where --json output goes: quiet_exporters drops them.
+    return nncf.quantize(
+        model,
+        nncf.Dataset(batches),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(batches),
+    )

@@ -22,6 +22,7 @@ Suites and the result files they write:
     backends     bench_backends          backends
     latency      bench_query_latency     query_latency
     langchain    bench_langchain         langchain
+    scale        bench_scale             scale
 
 Each benchmark writes results/<name>.json; RESULTS.md is rendered from those files, so a
 partial run keeps the earlier figures of the others. Each section says when it was measured
@@ -75,6 +76,8 @@ SUITES: dict[str, list[list[str]]] = {
     "latency": [["benchmarks.bench_query_latency"]],
     # ~10 min, plus building the langchain venv the first time (bench_langchain's docstring).
     "langchain": [["benchmarks.bench_langchain"]],
+    # 100,000 chunks: ~10 min; `--n 1000000` is issue 14's goal size.
+    "scale": [["benchmarks.bench_scale"]],
 }
 
 Result = dict[str, Any]
@@ -923,6 +926,108 @@ def _query_latency(r: Result) -> list[str]:
     return out
 
 
+def _scale(r: Result) -> list[str]:
+    sizes = sorted(
+        (k for k in r if k.startswith("n") and k[1:].isdigit()), key=lambda k: int(k[1:])
+    )
+    if not sizes:
+        return []
+    parts = [r[k] for k in sizes]
+    first = parts[0]
+
+    def row(label: str, cell: Callable[[Result], Any], goal: str = "") -> str:
+        return f"| {label} | " + " | ".join(str(cell(p)) for p in parts) + f" | {goal} |"
+
+    g = first["goals"]
+    out = [
+        "## Every SQL function at scale (one collection, float32 `vector` storage)",
+        "",
+        *[_when(r, p) + f" ({p['chunks']:,} chunks)" for p in parts],
+        "",
+        f"Data: {first['data']}. {first['queries']} queries of the same distribution, exact "
+        "answers computed in the same run with numpy. Every figure is measured except those "
+        "labelled computed. Commands: "
+        + "; ".join(f"`{p['command']}` ({p['seconds']:.0f} s)" for p in parts)
+        + ".",
+        "",
+        "| measure | "
+        + " | ".join(f"{p['chunks']:,} chunks" for p in parts)
+        + " | goal at 1,000,000 |",
+        "|---|" + "---|" * len(parts) + "---|",
+        row("load (binary COPY), s", lambda p: p["load_seconds"]),
+        row(
+            "HNSW build, s (m 16, ef_construction 64)",
+            lambda p: (
+                f"{p['hnsw_build']['seconds']} (maintenance_work_mem {p['hnsw_build']['maintenance_work_mem']})"
+            ),
+            g["hnsw_build"],
+        ),
+        row(
+            "search: recall@10 / p50 / p95 ms",
+            lambda p: (
+                f"{p['search']['recall@10']} / {p['search']['p50_ms']} / {p['search']['p95_ms']}"
+            ),
+            g["search"],
+        ),
+        row(
+            "filtered search, 1 %: rows (min) / recall@10 / p50 / p95 ms",
+            lambda p: (
+                f"{p['filtered_1_percent']['rows_returned_min']} / "
+                f"{p['filtered_1_percent']['recall@10']} / {p['filtered_1_percent']['p50_ms']} / "
+                f"{p['filtered_1_percent']['p95_ms']}"
+            ),
+            g["filtered"],
+        ),
+        row(
+            "hybrid search p50 / p95 ms",
+            lambda p: f"{p['hybrid_search']['p50_ms']} / {p['hybrid_search']['p95_ms']}",
+            g["hybrid"],
+        ),
+        row(
+            "near_duplicates: s / pairs / pair recall / precision",
+            lambda p: (
+                f"{p['near_duplicates']['seconds']} / {p['near_duplicates']['pairs_found']:,} / "
+                f"{p['near_duplicates']['pair_recall']} / {p['near_duplicates'].get('precision', '-')}"
+            ),
+            g["near_duplicates"],
+        ),
+        row(
+            "anomaly_scores: s / Spearman vs exact k-NN (2,000-record sample)",
+            lambda p: (
+                f"{p['anomaly_scores']['seconds']} / "
+                f"{p['anomaly_scores']['spearman_vs_exact_knn_sample']}"
+            ),
+            g["anomaly_scores"],
+        ),
+        row(
+            "`embedplat ingest` of as many short records, whole command: s / records/s (computed)",
+            lambda p: (
+                f"{p['ingest_short_records']['whole_command_seconds']} / "
+                f"{p['ingest_short_records']['records_per_second_computed']:,}"
+            ),
+            g["ingest"],
+        ),
+        row(
+            "no-op `embedplat sync`, whole command, s",
+            lambda p: p["noop_sync"]["whole_command_seconds"],
+            g["noop_sync"],
+        ),
+        row(
+            "bytes per chunk (computed): records + chunks + embeddings with indexes / HNSW / whole database",
+            lambda p: (
+                f"{p['bytes_per_chunk']['records_chunks_embeddings_with_indexes']:,} / "
+                f"{p['bytes_per_chunk']['hnsw_index']:,} / {p['bytes_per_chunk']['whole_database']:,}"
+            ),
+            "report per storage kind",
+        ),
+        "",
+        "The texts are whole SciFact abstracts (about 1.5 kB each), which with their tsvector "
+        "dominate the bytes per chunk; the 384-d float32 vector is 1,544 bytes of it.",
+        "",
+    ]
+    return out
+
+
 SECTIONS: list[Section] = [
     Section("ingest", _ingest, ("python -m benchmarks.bench_ingest",)),
     Section(
@@ -1045,6 +1150,7 @@ SECTIONS: list[Section] = [
         ("python -m benchmarks.bench_query_latency",),
         "scifact",
     ),
+    Section("scale", _scale, ("python -m benchmarks.bench_scale",), "scifact"),
     Section(
         "langchain",
         lambda r: [

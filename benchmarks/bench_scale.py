@@ -44,7 +44,6 @@ import psycopg
 from psycopg import sql
 
 from embedplat.db.connection import libpq_url
-from embedplat.db.vectors import copy_rows
 from embedplat.indexes import build_index
 
 from .bench_analytics import THRESHOLD, exact_pairs, synthetic_vectors
@@ -53,6 +52,8 @@ from .common import (
     WORK,
     fresh_database,
     latency_percentiles,
+    load_direct,
+    recall_at_k,
     require_data,
     server,
     write_parts,
@@ -88,80 +89,21 @@ def _texts() -> list[str]:
 
 def load(url: str, vectors: np.ndarray, texts: list[str]) -> dict[str, Any]:
     """One record, chunk and embedding per vector, straight into the tables."""
-    n, dims = vectors.shape
     started = time.perf_counter()
-    with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:
-        model_id = cur.execute(
-            "INSERT INTO embedplat.embedding_models (name, dimensions, normalized, fingerprint) "
-            "VALUES (%s, %s, true, 'synthetic-scale') RETURNING id",
-            (f"synthetic-{dims}", dims),
-        ).fetchone()[0]  # type: ignore[index]
-        cid = cur.execute(
-            "INSERT INTO embedplat.collections (name, model_name, chunk_tokens, chunk_overlap) "
-            "VALUES (%s, %s, 200, 32) RETURNING id",
-            (COLLECTION, f"synthetic-{dims}"),
-        ).fetchone()[0]  # type: ignore[index]
-        with cur.copy(
-            "COPY embedplat.records (collection_id, external_id, content, metadata) "
-            "FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int4", "text", "text", "jsonb"])
-            for i in range(n):
-                # Unique texts: near_duplicates pairs records of equal content as exact
-                # duplicates whatever their vectors, and the vectors are what is measured.
-                text = f"{texts[i % len(texts)]} [{i}]"
-                copy.write_row((cid, f"v{i}", text, {"bucket": i % 100}))
-        cur.execute(
-            "INSERT INTO embedplat.chunks "
-            "(record_id, collection_id, ordinal, content, char_start, char_end, token_count) "
-            "SELECT id, collection_id, 0, content, 0, length(content), 200 "
-            "FROM embedplat.records WHERE collection_id = %s ORDER BY id",
-            (cid,),
-        )
-        cur.execute(
-            "UPDATE embedplat.records SET chunked_hash = content_hash WHERE collection_id = %s",
-            (cid,),
-        )
-        cur.execute("CREATE TEMP TABLE staging (n bigint, embedding vector) ON COMMIT DROP")
-        with cur.copy("COPY staging (n, embedding) FROM STDIN (FORMAT BINARY)") as copy:
-            for start in range(0, n, 50_000):
-                part = vectors[start : start + 50_000]
-                stream = copy_rows(np.arange(start, start + len(part)), part)
-                # One stream per part: strip the header of all but the first, the trailer of
-                # all but the last.
-                if start:
-                    stream = stream[19:]
-                if start + len(part) < n:
-                    stream = stream[:-2]
-                copy.write(stream)
-        cur.execute(
-            "INSERT INTO embedplat.embeddings "
-            "(chunk_id, model_id, collection_id, record_id, text_hash, embedding) "
-            "SELECT ch.id, %s, %s, r.id, ch.text_hash, s.embedding "
-            "FROM staging s JOIN embedplat.records r "
-            "  ON r.collection_id = %s AND r.external_id = 'v' || s.n "
-            "JOIN embedplat.chunks ch ON ch.record_id = r.id",
-            (model_id, cid, cid),
-        )
-        cur.execute(
-            "UPDATE embedplat.collections SET active_model_id = %s WHERE id = %s",
-            (model_id, cid),
-        )
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute("DELETE FROM embedplat.embedding_queue")  # nothing pending: all embedded
-        conn.execute("VACUUM ANALYZE embedplat.records, embedplat.chunks, embedplat.embeddings")
-        conn.execute("CHECKPOINT")
+    load_direct(
+        url,
+        COLLECTION,
+        vectors,
+        # Unique texts: near_duplicates pairs records of equal content as exact duplicates
+        # whatever their vectors, and the vectors are what is measured.
+        lambda i: f"{texts[i % len(texts)]} [{i}]",
+        lambda i: {"bucket": i % 100},
+    )
     return {"load_seconds": round(time.perf_counter() - started, 1)}
 
 
 def _lit(q: np.ndarray) -> str:
     return "[" + ",".join(map(repr, q.astype(np.float32).tolist())) + "]"
-
-
-def _recall(got: list[list[int]], want: list[list[int]]) -> float:
-    return round(
-        float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)])), 4
-    )
 
 
 def _timed(
@@ -263,7 +205,7 @@ def measure(server_url: str, n: int, n_queries: int) -> dict[str, Any]:
             [(COLLECTION, _lit(q), K) for q in queries],
         )
         result["search"] = {
-            "recall@10": _recall(_as_ints(ids), exact),
+            "recall@10": recall_at_k(_as_ints(ids), exact),
             **latency_percentiles(times),
         }
         print("search", result["search"], flush=True)
@@ -277,7 +219,7 @@ def measure(server_url: str, n: int, n_queries: int) -> dict[str, Any]:
             "filter": {"bucket": 7},
             "matching_records": len(rare),
             "rows_returned_min": min(len(i) for i in ids),
-            "recall@10": _recall(_as_ints(ids), exact_rare),
+            "recall@10": recall_at_k(_as_ints(ids), exact_rare),
             **latency_percentiles(times),
         }
         print("filtered", result["filtered_1_percent"], flush=True)

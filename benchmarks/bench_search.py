@@ -30,13 +30,19 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from embedplat.db.connection import libpq_url
 from embedplat.indexes import build_index
 
-from .common import fresh_database, latency_percentiles, server, write_result
+from .common import (
+    fresh_database,
+    latency_percentiles,
+    load_direct,
+    recall_at_k,
+    server,
+    write_result,
+)
 
 K = 10
 # hnsw.ef_search of the filtered search and of the bare index query: set explicitly (pgvector's
@@ -67,70 +73,12 @@ def synthetic_vectors(
 
 def load_synthetic(url: str, vectors: np.ndarray, buckets: np.ndarray) -> None:
     """One record + chunk + embedding per vector, straight into the tables (binary COPY)."""
-    n, dims = vectors.shape
-    with psycopg.connect(libpq_url(url)) as conn:
-        register_vector(conn)
-        model_id = conn.execute(
-            "INSERT INTO embedplat.embedding_models (name, dimensions, normalized, fingerprint) "
-            "VALUES (%s, %s, true, 'synthetic') RETURNING id",
-            (f"synthetic-{dims}", dims),
-        ).fetchone()[0]  # type: ignore[index]
-        cid = conn.execute(
-            "INSERT INTO embedplat.collections (name, model_name, chunk_tokens, chunk_overlap) "
-            "VALUES ('bench', %s, 200, 0) RETURNING id",
-            (f"synthetic-{dims}",),
-        ).fetchone()[0]  # type: ignore[index]
-        with conn.cursor() as cur:
-            with cur.copy(
-                "COPY embedplat.records (collection_id, external_id, content, metadata) "
-                "FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int4", "text", "text", "jsonb"])
-                for i in range(n):
-                    copy.write_row(
-                        (
-                            cid,
-                            f"v{i}",
-                            f"synthetic record {i}",
-                            {"bucket": int(buckets[i])},
-                        )
-                    )
-            cur.execute(
-                "INSERT INTO embedplat.chunks "
-                "(record_id, collection_id, ordinal, content, char_start, char_end, token_count) "
-                "SELECT id, collection_id, 0, content, 0, length(content), 3 "
-                "FROM embedplat.records WHERE collection_id = %s ORDER BY id",
-                (cid,),
-            )
-            cur.execute(
-                "UPDATE embedplat.records SET chunked_hash = content_hash WHERE collection_id = %s",
-                (cid,),
-            )
-            cur.execute("CREATE TEMP TABLE staging (n integer, embedding vector) ON COMMIT DROP")
-            with cur.copy("COPY staging (n, embedding) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int4", "vector"])
-                for i in range(n):
-                    copy.write_row((i, vectors[i]))
-            cur.execute(
-                "INSERT INTO embedplat.embeddings "
-                "(chunk_id, model_id, collection_id, record_id, text_hash, embedding) "
-                "SELECT ch.id, %s, %s, r.id, ch.text_hash, s.embedding "
-                "FROM staging s JOIN embedplat.records r "
-                "  ON r.collection_id = %s AND r.external_id = 'v' || s.n "
-                "JOIN embedplat.chunks ch ON ch.record_id = r.id",
-                (model_id, cid, cid),
-            )
-            cur.execute(
-                "UPDATE embedplat.collections SET active_model_id = %s WHERE id = %s",
-                (model_id, cid),
-            )
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE embedplat.records, embedplat.chunks, embedplat.embeddings")
-
-
-def _recall(got: list[list[int]], want: list[list[int]]) -> float:
-    return round(
-        float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)])), 4
+    load_direct(
+        url,
+        "bench",
+        vectors,
+        lambda i: f"synthetic record {i}",
+        lambda i: {"bucket": int(buckets[i])},
     )
 
 
@@ -224,7 +172,11 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
                 lambda q, ef=ef: (lit(q), K, ef),
             )
             runs.append(
-                {"ef_search": ef, "recall@10": _recall(ids, exact), **latency_percentiles(times)}
+                {
+                    "ef_search": ef,
+                    "recall@10": recall_at_k(ids, exact),
+                    **latency_percentiles(times),
+                }
             )
             runs[-1]["meets_goal"] = _meets_goal(runs[-1])
             print(runs[-1])
@@ -242,7 +194,7 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
             "matching_records": len(rare),
             "rows_expected": min(K, len(rare)),
             "rows_returned_min": min(len(i) for i in ids),
-            "recall@10": _recall(ids, exact_rare),
+            "recall@10": recall_at_k(ids, exact_rare),
             **latency_percentiles(times),
         }
         print(result["filtered_1_percent"])
@@ -264,7 +216,7 @@ def latency(server_url: str, n: int, dims: int, n_queries: int, isotropic: bool)
         result["raw_pgvector_index_query"] = {
             "ef_search": REFERENCE_EF_SEARCH,
             "ef_search_set": True,
-            "recall@10": _recall(ids, exact),
+            "recall@10": recall_at_k(ids, exact),
             **latency_percentiles(times),
         }
         print(result["raw_pgvector_index_query"])

@@ -7,7 +7,7 @@ import os
 import platform as py_platform
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from embedplat.config import Settings
 from embedplat.db import migrate
 from embedplat.db.connection import libpq_url, with_database
 from embedplat.db.embedded import EmbeddedServer
+from embedplat.db.vectors import COPY_SIGNATURE, COPY_TRAILER, copy_rows
 
 HERE = Path(__file__).resolve().parent
 # EMBEDPLAT_BENCH_RESULTS: write elsewhere (a trial run must not replace the stored figures).
@@ -172,3 +173,85 @@ def latency_percentiles(seconds: list[float]) -> dict[str, float]:
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p95_ms": round(float(np.percentile(ms, 95)), 2),
     }
+
+
+def load_direct(
+    url: str,
+    collection: str,
+    vectors: np.ndarray,
+    text: Callable[[int], str],
+    metadata: Callable[[int], dict[str, Any]],
+) -> None:
+    """A collection of one record, chunk and embedding per vector (record ``i``: id ``v{i}``,
+    ``text(i)``, ``metadata(i)``), written straight into embedplat's tables with binary COPY
+    under a model row of its own (``synthetic-<dims>``): no model runs, nothing is pending."""
+    n, dims = vectors.shape
+    with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:
+        model_id = cur.execute(
+            "INSERT INTO embedplat.embedding_models (name, dimensions, normalized, fingerprint) "
+            "VALUES (%s, %s, true, %s) RETURNING id",
+            (f"synthetic-{dims}", dims, f"synthetic-{collection}"),
+        ).fetchone()[0]  # type: ignore[index]
+        cid = cur.execute(
+            "INSERT INTO embedplat.collections (name, model_name, chunk_tokens, chunk_overlap) "
+            "VALUES (%s, %s, 200, 32) RETURNING id",
+            (collection, f"synthetic-{dims}"),
+        ).fetchone()[0]  # type: ignore[index]
+        with cur.copy(
+            "COPY embedplat.records (collection_id, external_id, content, metadata) "
+            "FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int4", "text", "text", "jsonb"])
+            for i in range(n):
+                copy.write_row((cid, f"v{i}", text(i), metadata(i)))
+        cur.execute(
+            "INSERT INTO embedplat.chunks "
+            "(record_id, collection_id, ordinal, content, char_start, char_end, token_count) "
+            "SELECT id, collection_id, 0, content, 0, length(content), 200 "
+            "FROM embedplat.records WHERE collection_id = %s ORDER BY id",
+            (cid,),
+        )
+        cur.execute(
+            "UPDATE embedplat.records SET chunked_hash = content_hash WHERE collection_id = %s",
+            (cid,),
+        )
+        cur.execute("CREATE TEMP TABLE staging (n bigint, embedding vector) ON COMMIT DROP")
+        with cur.copy("COPY staging (n, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+            step = 50_000  # one COPY stream, written in parts of this many rows
+            for start in range(0, n, step):
+                part = copy_rows(
+                    np.arange(start, min(start + step, n)), vectors[start : start + step]
+                )
+                if start:
+                    part = part[len(COPY_SIGNATURE) :]
+                if start + step < n:
+                    part = part[: -len(COPY_TRAILER)]
+                copy.write(part)
+        cur.execute(
+            "INSERT INTO embedplat.embeddings "
+            "(chunk_id, model_id, collection_id, record_id, text_hash, embedding) "
+            "SELECT ch.id, %s, %s, r.id, ch.text_hash, s.embedding "
+            "FROM staging s JOIN embedplat.records r "
+            "  ON r.collection_id = %s AND r.external_id = 'v' || s.n "
+            "JOIN embedplat.chunks ch ON ch.record_id = r.id",
+            (model_id, cid, cid),
+        )
+        cur.execute(
+            "UPDATE embedplat.collections SET active_model_id = %s WHERE id = %s",
+            (model_id, cid),
+        )
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute(
+            "DELETE FROM embedplat.embedding_queue q USING embedplat.collections c "
+            "WHERE c.id = q.collection_id AND c.name = %s",
+            (collection,),
+        )
+        conn.execute("VACUUM ANALYZE embedplat.records, embedplat.chunks, embedplat.embeddings")
+        conn.execute("CHECKPOINT")
+
+
+def recall_at_k(got: list[list[int]], want: list[list[int]]) -> float:
+    """Mean share of each exact top-k found (rounded to 4 places)."""
+    return round(
+        float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)])), 4
+    )

@@ -44,6 +44,7 @@ import psycopg
 from psycopg import sql
 
 from embedplat.db.connection import libpq_url
+from embedplat.db.vectors import vector_literal
 from embedplat.indexes import build_index
 
 from .bench_analytics import THRESHOLD, exact_pairs, synthetic_vectors
@@ -107,10 +108,6 @@ def load(url: str, vectors: np.ndarray, texts: list[str]) -> dict[str, Any]:
         lambda i: {"bucket": i % 100},
     )
     return {"load_seconds": round(time.perf_counter() - started, 1)}
-
-
-def _lit(q: np.ndarray) -> str:
-    return "[" + ",".join(map(repr, q.astype(np.float32).tolist())) + "]"
 
 
 def _timed(
@@ -228,7 +225,7 @@ def measure(server_url: str, n: int, n_queries: int) -> dict[str, Any]:
         ids, times = _timed(
             db,
             "SELECT id FROM embedplat.search(%s, %s::vector, %s)",
-            [(COLLECTION, _lit(q), K) for q in queries],
+            [(COLLECTION, vector_literal(q), K) for q in queries],
         )
         result["search"] = {
             "recall@10": recall_at_k(_as_ints(ids), exact),
@@ -239,7 +236,7 @@ def measure(server_url: str, n: int, n_queries: int) -> dict[str, Any]:
         ids, times = _timed(
             db,
             "SELECT id FROM embedplat.search(%s, %s::vector, %s, '{\"bucket\": 7}')",
-            [(COLLECTION, _lit(q), K) for q in queries],
+            [(COLLECTION, vector_literal(q), K) for q in queries],
         )
         result["filtered_1_percent"] = {
             "filter": {"bucket": 7},
@@ -254,7 +251,7 @@ def measure(server_url: str, n: int, n_queries: int) -> dict[str, Any]:
         _, times = _timed(
             db,
             "SELECT id FROM embedplat.hybrid_search(%s, %s, %s::vector, %s)",
-            [(COLLECTION, w, _lit(q), K) for w, q in zip(words, queries, strict=True)],
+            [(COLLECTION, w, vector_literal(q), K) for w, q in zip(words, queries, strict=True)],
         )
         result["hybrid_search"] = {
             "query_text": "the first four words of the query vector's nearest record",

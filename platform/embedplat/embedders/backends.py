@@ -40,6 +40,7 @@ __all__ = [
     "default_backend_of",
     "model_variant",
     "require_runtime",
+    "runtime_modules",
     "variant_name",
 ]
 
@@ -122,14 +123,20 @@ def variant_name(name: str, backend: str | None) -> str:
     return ModelVariant(variant.base, backend).name
 
 
+def runtime_modules(backend: str) -> tuple[str, ...]:
+    """The modules (and PyPI distributions of the same names) that run ``backend``; none for
+    torch, which the [model] extra brings."""
+    return _RUNTIMES[check_backend(backend)][0] if backend != DEFAULT_BACKEND else ()
+
+
 def require_runtime(backend: str) -> None:
     """Refuse (:class:`ModelUnavailableError`, naming the extra to install) a backend whose
     runtime is not installed here. Imports nothing."""
     check_backend(backend)
     if backend == DEFAULT_BACKEND:
         return
-    modules, extra = _RUNTIMES[backend]
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    extra = _RUNTIMES[backend][1]
+    missing = [m for m in runtime_modules(backend) if importlib.util.find_spec(m) is None]
     if missing:
         raise ModelUnavailableError(
             f"backend {backend!r} needs {' and '.join(missing)}, which "

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from embedplat.embedders.backends import runtime_modules
 from embedplat.errors import ModelError
 
 __all__ = [
@@ -253,19 +254,12 @@ def _export(model: Any, backend: str, work: Path) -> dict[str, Any]:
     return facts
 
 
-_LIBRARIES: Final = {
-    "onnx": ("torch", "onnx", "onnxruntime"),
-    "onnx-int8": ("torch", "onnx", "onnxruntime"),
-    "openvino": ("torch", "openvino"),
-    "openvino-int8": ("torch", "openvino", "nncf"),
-}
-
-
 def _library_versions(backend: str) -> dict[str, str]:
+    """torch (which exports) and the backend's runtime modules, with their versions."""
     from importlib import metadata
 
     found: dict[str, str] = {}
-    for name in _LIBRARIES.get(backend, ()):
+    for name in ("torch", *runtime_modules(backend)):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
